@@ -1,0 +1,55 @@
+"""The `retrain` command.
+
+Each subcommand lives in its own module, imported only when that subcommand runs, so
+`retrain status` never pays for importing torch. A command module exposes
+`add_arguments(parser)` and `main(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("retrain_core.train.cli", "train one run from a config TOML"),
+    "campaign": ("retrain_core.supervisor.cli_campaign", "launch or resume a campaign (detached supervisor)"),
+    "explain": ("retrain_core.config.explain", "show the run matrix, resolved settings and capacity estimate"),
+    "status": ("retrain_core.supervisor.cli_status", "show campaigns and runs"),
+    "kill": ("retrain_core.supervisor.cli_control", "kill one run of a campaign"),
+    "restart": ("retrain_core.supervisor.cli_control", "restart one run of a campaign from its checkpoint"),
+    "stop": ("retrain_core.supervisor.cli_control", "stop a campaign (kill all runs, keep everything on disk)"),
+    "pause": ("retrain_core.supervisor.cli_control", "pause launching new runs"),
+    "unpause": ("retrain_core.supervisor.cli_control", "resume launching new runs"),
+    "squeeze": ("retrain_core.squeeze.cli", "analyse and compress a LoRA adapter"),
+    "tiny-model": ("retrain_core.models.cli", "build the offline tiny model into a directory"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrain", description="RL fine-tuning campaigns.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        # Only the chosen command's module is imported: heavy deps stay out of the others.
+        if name == chosen:
+            importlib.import_module(module_name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Typed configuration schema: every section and default of SPEC §3.
+
+One dataclass per TOML section. Field names equal TOML keys, so a section table maps
+one-to-one onto its dataclass; loading and validation live in `load.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+DEFAULT_SEEDS = [42, 101, 202, 303, 404, 505, 606, 707]
+
+DEFAULT_CONDITIONS = [
+    {"advantage_mode": "grpo", "transform_mode": "none"},
+    {"advantage_mode": "maxrl", "transform_mode": "none"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo_hicra"},
+    {"advantage_mode": "maxrl", "transform_mode": "gtpo_sepa"},
+]
+
+DEFAULT_PLANNING_GRAMS = [
+    "wait let me", "let me think", "on second thought", "let me check", "let me verify",
+    "is this right", "double check", "try another approach", "go back and", "start over",
+    "that's not right", "that doesn't work", "another way to", "or we could", "what if we",
+    "notice that", "the key is", "the key insight",
+]
+
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+DEFAULT_PROMPT_TEMPLATE = (
+    "{question}\n\nPut your final answer within \\boxed{{}}."
+)
+
+ADVANTAGE_MODES = ("grpo", "maxrl")
+TRANSFORM_MODES = ("none", "gtpo", "gtpo_hicra", "gtpo_sepa")
+UNCERTAINTY_KINDS = ("surprisal", "predictive_variance", "shannon_entropy")
+BACKENDS = ("local", "tinker")
+
+
+@dataclass
+class CampaignSection:
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
+    max_steps: int | None = None  # None: fall back to [training].max_steps
+    parallel: bool = False
+    max_workers: int = 0  # 0 = all runs at once
+    stagger_seconds: float = 0.0
+    max_retries: int = 0
+    conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
+
+
+@dataclass
+class BackendConfig:
+    backend: str = "local"
+    devices: str = "auto"
+    max_concurrent: int = 4
+    throttle_dir: str = ""  # "" = no throttle
+
+
+@dataclass
+class ModelConfig:
+    model: str = "Qwen/Qwen3-4B-Instruct-2507"
+    revision: str = ""
+    lora_rank: int = 32
+    lora_alpha: float = 0  # 0 = 2 × rank
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    dtype: str = "auto"
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage_mode: str = "maxrl"
+    transform_mode: str = "gtpo_sepa"
+    uncertainty_kind: str = "surprisal"
+    algorithm_mode: str = ""
+    advantage_params: dict = field(default_factory=dict)
+    transform_params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = -1
+    max_steps: int = 500
+    batch_size: int = 8
+    group_size: int = 16
+    max_tokens: int = 10240
+    temperature: float = 0.7
+    top_p: float = 0.95
+    lr: float = 4e-5
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+    clip_eps: float = 0.0
+    save_every: int = 20
+
+
+@dataclass
+class DataConfig:
+    source: str = "math"
+    max_examples: int = 0
+    shuffle: bool = True
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+
+
+@dataclass
+class RewardConfig:
+    type: str = "boxed"
+
+
+@dataclass
+class GtpoConfig:
+    beta: float = 0.1
+
+
+@dataclass
+class HicraConfig:
+    alpha: float = 0.2
+
+
+@dataclass
+class SepaConfig:
+    steps: int = 500
+    schedule: str = "linear"
+    delay_steps: int = 50
+    correct_rate_gate: float = 0.1
+    auto_ema_decay: float = 0.9
+    auto_var_threshold: float = 0.2
+    auto_warmup_steps: int = 10
+
+
+@dataclass
+class PlanningConfig:
+    grams: list[str] = field(default_factory=lambda: list(DEFAULT_PLANNING_GRAMS))
+
+
+@dataclass
+class SqueezeConfig:
+    min_variance_retention: float = 0.95
+    source_rank: int = 0
+    target_ranks: list[int] = field(default_factory=list)
+    adapter_path: str = ""
+    output_path: str = ""
+    compress_to: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class LoggingConfig:
+    log_dir: str = "logs/train"
+    wandb_project: str = ""
+    wandb_entity: str = ""
+    wandb_group: str = ""
+    wandb_tags: str = ""
+    wandb_run_name: str = ""
+    log_generations: bool = True
+
+
+@dataclass
+class Config:
+    """The resolved config of one run (a campaign's base config has the same shape)."""
+
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    gtpo: GtpoConfig = field(default_factory=GtpoConfig)
+    hicra: HicraConfig = field(default_factory=HicraConfig)
+    sepa: SepaConfig = field(default_factory=SepaConfig)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
+    squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict:
+        """Nested plain dict, one key per section: what `config.toml` of a run holds."""
+        return asdict(self)
+
+
+SECTION_TYPES: dict[str, type] = {f.name: f.type for f in fields(Config)}
+# `f.type` is a string under `from __future__ import annotations`; resolve it once.
+SECTION_TYPES = {name: globals()[t] if isinstance(t, str) else t for name, t in SECTION_TYPES.items()}
