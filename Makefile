@@ -1,6 +1,6 @@
-# One-command set-up. Works on a CPU box (installs the CPU torch wheel first) and on a
-# GPU box (an existing CUDA torch in the interpreter is kept: the venv sees system site
-# packages only when RETRAIN_SYSTEM_TORCH=1).
+# One-command set-up. On a CPU box it installs the CPU torch wheel first (a bare `torch`
+# requirement would pull GBs of CUDA wheels). On a GPU box whose python already has a CUDA
+# torch, the venv is created with --system-site-packages so that torch is kept.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,9 @@ TORCH_VERSION ?= 2.13.0
 .PHONY: setup demo test bench clean
 
 $(BIN)/python:
-	@if [ "$$RETRAIN_SYSTEM_TORCH" = "1" ]; then $(PY) -m venv --system-site-packages $(VENV); else $(PY) -m venv $(VENV); fi
+	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+	  echo "found a CUDA torch in $(PY): keeping it"; $(PY) -m venv --system-site-packages $(VENV); \
+	else $(PY) -m venv $(VENV); fi
 	$(BIN)/python -m pip install --upgrade pip wheel setuptools
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
