@@ -1,0 +1,219 @@
+"""What each config key accepts: its TOML type (from the schema) and its range or choices.
+
+`check_field(section, name, value)` returns the normalised value and the problems as
+`(key suffix, message)` pairs; the suffix is "" or an element index like "[3]", so the
+caller can build the dotted key and find its line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import fields
+from typing import Any, Callable
+
+from .errors import describe, did_you_mean
+from .schema import (
+    ADVANTAGE_MODES,
+    BACKENDS,
+    SECTION_TYPES,
+    TRANSFORM_MODES,
+    UNCERTAINTY_KINDS,
+    CampaignSection,
+)
+
+SECTIONS: dict[str, type] = {"campaign": CampaignSection, **SECTION_TYPES}
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    name: {f.name: str(f.type) for f in fields(cls)} for name, cls in SECTIONS.items()
+}
+UNCERTAINTY_ALIASES = {"entropy": "shannon_entropy", "variance": "predictive_variance",
+                       "predictive-variance": "predictive_variance", "shannon-entropy": "shannon_entropy"}
+SEPA_SCHEDULES = ("linear", "auto")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
+DATA_SOURCES = ("math", "arithmetic", "jsonl:PATH")
+SEED_MAX = 2**32 - 1
+DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")
+
+Problems = list[tuple[str, str]]
+
+
+def is_plugin_path(value: str) -> bool:
+    """`package.module.name` or `package.module:name`: a user-supplied implementation."""
+    return bool(DOTTED_PATH.match(value))
+
+
+# -- types -----------------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+TYPE_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("an integer", _is_int),
+    "int | None": ("an integer", _is_int),
+    "float": ("a number", lambda v: _is_int(v) or isinstance(v, float)),
+    "bool": ("a boolean (true or false)", lambda v: isinstance(v, bool)),
+    "dict": ("a table", lambda v: isinstance(v, dict)),
+    "list[int]": ("an array of integers", lambda v: isinstance(v, list) and all(map(_is_int, v))),
+    "list[str]": ("an array of strings",
+                  lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "list[dict]": ("an array of tables",
+                   lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)),
+}
+
+
+# -- ranges ----------------------------------------------------------------------------
+def _at_least(low: int | float, what: str) -> tuple[str, Callable[[Any], bool]]:
+    return what, lambda v: v >= low
+
+
+POSITIVE_INT = _at_least(1, "a positive integer (>= 1)")
+NON_NEGATIVE = _at_least(0, "a number >= 0")
+NON_NEGATIVE_INT = _at_least(0, "an integer >= 0")
+POSITIVE = ("a number > 0", lambda v: v > 0)
+NON_EMPTY = ("a non-empty string", lambda v: v.strip() != "")
+
+RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "campaign.max_steps": POSITIVE_INT,
+    "campaign.max_workers": NON_NEGATIVE_INT,
+    "campaign.stagger_seconds": NON_NEGATIVE,
+    "campaign.max_retries": NON_NEGATIVE_INT,
+    "campaign.seeds": ("at least one seed", lambda v: len(v) > 0),
+    "campaign.conditions": ("at least one condition", lambda v: len(v) > 0),
+    "backend.devices": NON_EMPTY,
+    "backend.max_concurrent": POSITIVE_INT,
+    "model.model": NON_EMPTY,
+    "model.lora_rank": POSITIVE_INT,
+    "model.lora_alpha": NON_NEGATIVE,
+    "model.lora_dropout": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "model.lora_target_modules": ("a non-empty array of module names",
+                                  lambda v: len(v) > 0 and all(x.strip() for x in v)),
+    "training.seed": (f"-1 (random) or an integer in 0..{SEED_MAX}",
+                      lambda v: v == -1 or 0 <= v <= SEED_MAX),
+    "training.max_steps": POSITIVE_INT,
+    "training.batch_size": POSITIVE_INT,
+    "training.group_size": POSITIVE_INT,
+    "training.max_tokens": POSITIVE_INT,
+    "training.temperature": POSITIVE,
+    "training.top_p": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "training.lr": POSITIVE,
+    "training.weight_decay": NON_NEGATIVE,
+    "training.grad_clip_norm": NON_NEGATIVE,
+    "training.clip_eps": NON_NEGATIVE,
+    "training.save_every": NON_NEGATIVE_INT,
+    "data.max_examples": NON_NEGATIVE_INT,
+    "gtpo.beta": NON_NEGATIVE,
+    "hicra.alpha": NON_NEGATIVE,
+    "sepa.steps": NON_NEGATIVE_INT,
+    "sepa.delay_steps": NON_NEGATIVE_INT,
+    "sepa.correct_rate_gate": ("a number <= 1 (<= 0 opens the gate at once)", lambda v: v <= 1),
+    "sepa.auto_ema_decay": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "sepa.auto_var_threshold": POSITIVE,
+    "sepa.auto_warmup_steps": POSITIVE_INT,
+    "squeeze.min_variance_retention": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "squeeze.source_rank": NON_NEGATIVE_INT,
+    "squeeze.compress_to": NON_NEGATIVE_INT,
+    "squeeze.device": NON_EMPTY,
+    "logging.log_dir": NON_EMPTY,
+}
+
+
+def _choice(value: str, choices: tuple[str, ...], aliases: dict[str, str] | None = None,
+            plugin: bool = False) -> tuple[str, str | None]:
+    aliases = aliases or {}
+    if value in choices:
+        return value, None
+    if value in aliases:
+        return aliases[value], None
+    if plugin and is_plugin_path(value):
+        return value, None
+    listed = ", ".join(f'"{c}"' for c in choices)
+    tail = " or a dotted plugin path (package.module.name)" if plugin else ""
+    hint = did_you_mean(value, [*choices, *aliases])
+    return value, f"expected one of {listed}{tail}, found {describe(value)}{hint}"
+
+
+def _data_source(value: str) -> tuple[str, str | None]:
+    if value in ("math", "arithmetic") or (value.startswith("jsonl:") and len(value) > 6):
+        return value, None
+    hint = did_you_mean(value, ["math", "arithmetic"])
+    return value, f'expected "math", "arithmetic" or "jsonl:PATH", found {describe(value)}{hint}'
+
+
+def _prompt_template(value: str) -> tuple[str, str | None]:
+    try:
+        value.format(question="")
+    except (KeyError, IndexError, ValueError) as exc:
+        return value, (f"expected a template whose only field is {{question}} (write literal "
+                       f"braces as {{{{ }}}}), found an invalid field: {exc}")
+    if "{question}" not in value:
+        return value, "expected a template containing {question}, found none"
+    return value, None
+
+
+CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
+    "backend.backend": lambda v: _choice(v, BACKENDS),
+    "model.dtype": lambda v: _choice(v, DTYPES),
+    "algorithm.advantage_mode": lambda v: _choice(v, ADVANTAGE_MODES, plugin=True),
+    "algorithm.transform_mode": lambda v: _choice(v, TRANSFORM_MODES, plugin=True),
+    "algorithm.uncertainty_kind": lambda v: _choice(v, UNCERTAINTY_KINDS, UNCERTAINTY_ALIASES,
+                                                    plugin=True),
+    "algorithm.algorithm_mode": lambda v: _choice(v, ("",), plugin=True),
+    "reward.type": lambda v: _choice(v, ("boxed",), plugin=True),
+    "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
+    "data.source": _data_source,
+    "data.prompt_template": _prompt_template,
+}
+
+
+def _check_seeds(seeds: list[int]) -> Problems:
+    problems, seen = [], set()
+    for i, seed in enumerate(seeds):
+        if not (seed == -1 or 0 <= seed <= SEED_MAX):
+            problems.append((f"[{i}]", f"expected -1 or an integer in 0..{SEED_MAX}, found {seed}"))
+        elif seed in seen:
+            problems.append((f"[{i}]", f"duplicate seed {seed}: each seed may appear once"))
+        seen.add(seed)
+    return problems
+
+
+def _check_ranks(ranks: list[int]) -> Problems:
+    problems, seen = [], set()
+    for i, rank in enumerate(ranks):
+        if rank < 1:
+            problems.append((f"[{i}]", f"expected a positive rank, found {rank}"))
+        elif rank in seen:
+            problems.append((f"[{i}]", f"duplicate rank {rank}"))
+        seen.add(rank)
+    return problems
+
+
+ELEMENTS: dict[str, Callable[[list], Problems]] = {
+    "campaign.seeds": _check_seeds,
+    "squeeze.target_ranks": _check_ranks,
+    "planning.grams": lambda grams: [(f"[{i}]", "expected a non-empty phrase, found an empty string")
+                                     for i, g in enumerate(grams) if not g.strip()],
+}
+
+
+def check_field(section: str, name: str, value: Any) -> tuple[Any, Problems]:
+    """Type, range and choice checks of one key; returns (normalised value, problems)."""
+    dotted = f"{section}.{name}"
+    expected, type_ok = TYPE_CHECKS[FIELD_TYPES[section][name]]
+    if not type_ok(value):
+        return value, [("", f"expected {expected}, found {describe(value)}")]
+    if FIELD_TYPES[section][name] == "float" and not math.isfinite(value):
+        return value, [("", f"expected a finite number, found {describe(value)}")]
+    if dotted in RANGES:
+        what, ok = RANGES[dotted]
+        if not ok(value):
+            return value, [("", f"expected {what}, found {describe(value)}")]
+    if FIELD_TYPES[section][name] == "float":
+        value = float(value)  # TOML `lr = 1` is a fine float
+    if dotted in CHOICES:
+        value, message = CHOICES[dotted](value)
+        if message:
+            return value, [("", message)]
+    if dotted in ELEMENTS:
+        return value, ELEMENTS[dotted](value)
+    return value, []
