@@ -1,0 +1,196 @@
+"""Capacity planning (SPEC §7): how many runs and steps a campaign is, and how long it takes.
+
+The median step time comes, in order of precedence, from an explicit `step_time_s`, an
+explicit GPU preset, pilot runs found under the logs directory (same model and
+B, G, max_tokens), a GPU detected with `nvidia-smi` (only when asked), or nowhere
+("unknown": counts are still given, hours are not). The estimate states its source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .config import Campaign
+
+# Seconds per step for Qwen3-4B at the docs' standard profile B=8, G=16, max_tokens=10240
+# (per-run hours of the docs' compute-budget table / 500 steps), scaled by token budget.
+GPU_PRESETS: dict[str, float] = {"h100": 15.1, "a100": 25.2, "4090": 45.4}
+PRESET_TOKEN_BUDGET = 8 * 16 * 10240
+GPU_NAME_MARKERS = {"h100": "H100", "a100": "A100", "4090": "4090"}
+
+
+@dataclass
+class CapacityEstimate:
+    runs: int
+    total_steps: int
+    completions_per_step: int  # B x G (of the first condition)
+    token_budget_per_step: int  # B x G x max_tokens, an upper bound
+    effective_parallelism: int
+    stagger: float  # seconds added to the wall time by staggered launches
+    median_step_time_s: float | None  # of the first condition's shape
+    step_time_source: str  # "given" | "preset:<gpu>" | "pilot" | "unknown"
+    sequential_hours: float | None
+    wall_hours: float | None
+    pilot_files: list[str] = field(default_factory=list)
+    detail: str = ""  # one human sentence on where the step time came from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_budget(batch_size: int, group_size: int, max_tokens: int) -> int:
+    return batch_size * group_size * max_tokens
+
+
+def preset_step_time(gpu: str, budget: int) -> float:
+    """The GPU preset scaled linearly from the docs' 8×16×10240 profile to `budget`."""
+    return GPU_PRESETS[gpu] * budget / PRESET_TOKEN_BUDGET
+
+
+def detect_gpu() -> str | None:
+    """Preset name of the first GPU `nvidia-smi` reports, or None (no tool, unknown GPU)."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for preset, marker in GPU_NAME_MARKERS.items():
+        if marker in names:
+            return preset
+    return None
+
+
+def _shape_of(config_toml: Path) -> tuple | None:
+    try:
+        doc = tomllib.loads(config_toml.read_text(encoding="utf-8"))
+        t = doc.get("training", {})
+        return (doc.get("model", {}).get("model", ""), t.get("batch_size"), t.get("group_size"),
+                t.get("max_tokens"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+
+
+def _step_times(metrics: Path) -> list[float]:
+    times = []
+    try:
+        with metrics.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a partial last line of a live run
+                value = row.get("step_time_s") if isinstance(row, dict) else None
+                if isinstance(value, (int, float)) and not row.get("skipped") and value > 0:
+                    times.append(float(value))
+    except OSError:
+        pass
+    return times
+
+
+def find_pilots(logs_dir: str | Path, shape: tuple) -> tuple[list[float], list[str]]:
+    """Step times of non-skipped steps of every run under `logs_dir` with this shape."""
+    times: list[float] = []
+    files: list[str] = []
+    root = Path(logs_dir)
+    if not root.is_dir():
+        return times, files
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "checkpoints")  # adapters, not logs
+        if "metrics.jsonl" in filenames and "config.toml" in filenames:
+            if _shape_of(Path(dirpath) / "config.toml") == shape:
+                found = _step_times(Path(dirpath) / "metrics.jsonl")
+                if found:
+                    times.extend(found)
+                    files.append(str(Path(dirpath) / "metrics.jsonl"))
+    return times, files
+
+
+def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | None = None,
+             logs_dir: str | Path = "logs", detect: bool = False) -> CapacityEstimate:
+    """SPEC §7 capacity estimate; `detect` lets `nvidia-smi` pick a preset after pilots."""
+    if gpu is not None and gpu not in GPU_PRESETS:
+        raise ValueError(f"unknown GPU preset {gpu!r}; known: {', '.join(GPU_PRESETS)}")
+    runs = campaign.runs
+    settings = campaign.settings
+    first = runs[0].config.training
+    parallelism = 1
+    if settings.parallel and len(runs) > 1:
+        parallelism = min(settings.max_workers or len(runs), len(runs))
+    stagger = settings.stagger_seconds * (parallelism - 1) if settings.parallel else 0.0
+
+    source, detail, pilot_files = "unknown", "no step time: give --step-time or --gpu", []
+    per_shape: dict[tuple, float | None] = {}
+    shapes = {_run_shape(r) for r in runs}
+    if step_time_s is not None:
+        source, detail = "given", f"given step time {step_time_s:g} s"
+        per_shape = {s: float(step_time_s) for s in shapes}
+    elif gpu is not None:
+        source, detail = f"preset:{gpu}", _preset_detail(gpu, "chosen")
+        per_shape = {s: preset_step_time(gpu, token_budget(*s[1:])) for s in shapes}
+    else:
+        for shape in shapes:
+            times, files = find_pilots(logs_dir, shape)
+            per_shape[shape] = statistics.median(times) if times else None
+            pilot_files.extend(files)
+        if all(v is not None for v in per_shape.values()):
+            source = "pilot"
+            detail = f"median step time of {len(pilot_files)} pilot run(s) under {logs_dir}"
+        else:
+            found = detect_gpu() if detect else None
+            if found:
+                source, detail = f"preset:{found}", _preset_detail(found, "detected with nvidia-smi")
+                per_shape = {s: preset_step_time(found, token_budget(*s[1:])) for s in shapes}
+            else:
+                per_shape, pilot_files = {}, []
+
+    total_steps = sum(r.config.training.max_steps for r in runs)
+    median = per_shape.get(_run_shape(runs[0]))
+    sequential = wall = None
+    if per_shape:
+        seconds = sum(r.config.training.max_steps * per_shape[_run_shape(r)] for r in runs)
+        sequential = seconds / 3600
+        wall = (seconds / parallelism + stagger) / 3600
+    return CapacityEstimate(
+        runs=len(runs), total_steps=total_steps,
+        completions_per_step=first.batch_size * first.group_size,
+        token_budget_per_step=token_budget(first.batch_size, first.group_size, first.max_tokens),
+        effective_parallelism=parallelism, stagger=stagger, median_step_time_s=median,
+        step_time_source=source, sequential_hours=sequential, wall_hours=wall,
+        pilot_files=sorted(set(pilot_files)), detail=detail)
+
+
+def _run_shape(run) -> tuple:
+    t = run.config.training
+    return (run.config.model.model, t.batch_size, t.group_size, t.max_tokens)
+
+
+def _preset_detail(gpu: str, how: str) -> str:
+    return (f"{gpu.upper()} preset ({how}): {GPU_PRESETS[gpu]} s/step at 8×16×10240 tokens, "
+            "scaled by the token budget")
+
+
+def eta_seconds(remaining_steps: int, step_times: Iterable[float], parallelism: int = 1
+                ) -> float | None:
+    """Live ETA: remaining steps × median observed step time / parallelism (None: no data)."""
+    observed: Sequence[float] = [t for t in step_times if t is not None and t > 0]
+    if not observed:
+        return None
+    return max(0, remaining_steps) * statistics.median(observed) / max(1, parallelism)
+
+
+def format_hours(hours: float | None) -> str:
+    if hours is None:
+        return "unknown"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:,.1f} h"
