@@ -14,9 +14,9 @@ import shutil
 import statistics
 import subprocess
 import tomllib
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .config import Campaign
 
@@ -61,7 +61,7 @@ def detect_gpu() -> str | None:
         return None
     try:
         names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=10).stdout
+                               check=False, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for preset, marker in GPU_NAME_MARKERS.items():
@@ -106,12 +106,13 @@ def find_pilots(logs_dir: str | Path, shape: tuple) -> tuple[list[float], list[s
         return times, files
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "checkpoints")  # adapters, not logs
-        if "metrics.jsonl" in filenames and "config.toml" in filenames:
-            if _shape_of(Path(dirpath) / "config.toml") == shape:
-                found = _step_times(Path(dirpath) / "metrics.jsonl")
-                if found:
-                    times.extend(found)
-                    files.append(str(Path(dirpath) / "metrics.jsonl"))
+        run_dir = Path(dirpath)
+        if ("metrics.jsonl" in filenames and "config.toml" in filenames
+                and _shape_of(run_dir / "config.toml") == shape):
+            found = _step_times(run_dir / "metrics.jsonl")
+            if found:
+                times.extend(found)
+                files.append(str(run_dir / "metrics.jsonl"))
     return times, files
 
 
@@ -191,6 +192,8 @@ def eta_seconds(remaining_steps: int, step_times: Iterable[float], parallelism: 
 def format_hours(hours: float | None) -> str:
     if hours is None:
         return "unknown"
+    if hours * 60 < 1:
+        return f"{hours * 3600:.0f} s"
     if hours < 1:
         return f"{hours * 60:.0f} min"
     return f"{hours:,.1f} h"

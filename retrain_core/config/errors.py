@@ -8,8 +8,9 @@ TUI can show each problem inline next to the offending line.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 TOML_TYPE_NAMES = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",

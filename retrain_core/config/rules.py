@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 from .errors import describe, did_you_mean
 from .schema import (
@@ -63,7 +64,7 @@ TYPE_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 
 
 # -- ranges ----------------------------------------------------------------------------
-def _at_least(low: int | float, what: str) -> tuple[str, Callable[[Any], bool]]:
+def _at_least(low: float, what: str) -> tuple[str, Callable[[Any], bool]]:
     return what, lambda v: v >= low
 
 
