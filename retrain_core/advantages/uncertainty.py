@@ -1,0 +1,66 @@
+"""Per-token uncertainty of SPEC §4.2, capped at 50, exactly 0 on padding."""
+
+from __future__ import annotations
+
+import torch
+
+UNCERTAINTY_CAP = 50.0
+
+# Accepted spellings of the built-in kinds (config files in the wild use several).
+UNCERTAINTY_ALIASES = {
+    "surprisal": "surprisal",
+    "surprise": "surprisal",
+    "nll": "surprisal",
+    "neg_logprob": "surprisal",
+    "negative_logprob": "surprisal",
+    "predictive_variance": "predictive_variance",
+    "pred_var": "predictive_variance",
+    "variance": "predictive_variance",
+    "bernoulli_variance": "predictive_variance",
+    "shannon_entropy": "shannon_entropy",
+    "entropy": "shannon_entropy",
+    "shannon": "shannon_entropy",
+}
+
+
+def canonical_uncertainty_kind(kind: str) -> str | None:
+    """The built-in kind `kind` names, or None when it is not a built-in (maybe a plugin)."""
+    return UNCERTAINTY_ALIASES.get(kind.strip().lower())
+
+
+def surprisal(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
+    """−logprob of the sampled token."""
+    return -logprobs
+
+
+def predictive_variance(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
+    """p(1 − p) of the sampled token, p = exp(logprob)."""
+    p = torch.exp(logprobs)
+    return p * (1.0 - p)
+
+
+def shannon_entropy(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
+    """Entropy of the full next-token distribution, computed by the trainer's forward pass."""
+    if entropies is None:
+        raise ValueError(
+            "uncertainty_kind 'shannon_entropy' needs the per-token entropies [N, T] "
+            "(pass entropies=...; the trainer computes them in the forward pass)"
+        )
+    if tuple(entropies.shape) != tuple(logprobs.shape):
+        raise ValueError(
+            f"entropies has shape {tuple(entropies.shape)}, expected {tuple(logprobs.shape)}"
+        )
+    return entropies.to(logprobs.dtype)
+
+
+UNCERTAINTY_KINDS = {
+    "surprisal": surprisal,
+    "predictive_variance": predictive_variance,
+    "shannon_entropy": shannon_entropy,
+}
+
+
+def finalize_uncertainty(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cap at 50 and force exactly 0 on padding (where may hide NaN/inf of padded logprobs)."""
+    capped = torch.clamp(values, max=UNCERTAINTY_CAP)
+    return torch.where(mask, capped, torch.zeros_like(capped))
