@@ -45,9 +45,14 @@ def parse_toml(text: str, file: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"at line (\d+), column (\d+)", str(exc))
         line = int(match.group(1)) if match else 0
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) or "invalid TOML"
+        message = re.sub(r"\s*\((at line \d+, column \d+|at end of document)\)", "", str(exc))
         if match:
             message += f" (column {match.group(2)})"
+        elif "end of document" in str(exc):
+            # e.g. an unclosed array: point at the last line with content
+            lines = text.rstrip().splitlines()
+            line = len(lines)
+            message += " (at the end of the file)"
         key = guess_key_at_line(text, line) if line else ""
         raise ConfigError([Problem(file, line, key, f"TOML syntax error: {message}")]) from None
 

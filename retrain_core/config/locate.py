@@ -14,6 +14,7 @@ import re
 
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+LOOSE_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"' ]+)")
 ASSIGNMENT = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
 
 
@@ -143,12 +144,20 @@ class _Scanner:
                 self.pos += 2 if is_array else 1
                 parts = self.key()
                 self.pos += 2 if is_array else 1
-                for depth in range(1, len(parts)):
-                    self.record(".".join(parts[:depth]), start)
-                path = ".".join(parts)
+                # Earlier array-of-tables prefixes resolve to their latest element, so
+                # [campaign.conditions.sepa] after [[campaign.conditions]] lands in [k].
+                path = ""
+                for depth, part in enumerate(parts):
+                    path = f"{path}.{part}" if path else part
+                    plain = ".".join(parts[: depth + 1])
+                    if depth < len(parts) - 1:
+                        self.record(path, start)
+                        if plain in array_counts:
+                            path = f"{path}[{array_counts[plain] - 1}]"
                 if is_array:
-                    index = array_counts.get(path, 0)
-                    array_counts[path] = index + 1
+                    plain = ".".join(parts)
+                    index = array_counts.get(plain, 0)
+                    array_counts[plain] = index + 1
                     self.record(path, start)
                     path = f"{path}[{index}]"
                 self.record(path, start)
@@ -192,8 +201,9 @@ def guess_key_at_line(text: str, lineno: int) -> str:
         if header and number < lineno:
             table = header.group(1).strip()
         elif number == lineno:
-            if header:
-                return header.group(1).strip()
+            loose_header = LOOSE_HEADER.match(line)
+            if loose_header:
+                return loose_header.group(1).strip()
             m = ASSIGNMENT.match(line)
             if m:
                 key = re.sub(r"\s*\.\s*", ".", m.group(1).strip()).replace('"', "").replace("'", "")
