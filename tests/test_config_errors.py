@@ -92,12 +92,12 @@ CASES = [
     ("retention-range", "[squeeze]\nmin_variance_retention = 1.2\n", 2, "squeeze.min_variance_retention", "(0, 1]"),
     ("alias-and-grams", "[planning]\ngrams = [\"a\"]\n[logging]\nstrategic_grams = [\"b\"]\n", 4,
      "logging.strategic_grams", "alias"),
-    ("aot-condition-missing", "[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
-     "[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n", 5, "campaign.conditions[1].transform_mode", "missing"),
-    ("aot-override-line", "[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
-     "\nlr = -1\n", 6, "campaign.conditions[0].lr", "> 0"),
-    ("aot-subtable-override", "[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"
-     "transform_mode = \"gtpo_sepa\"\n[campaign.conditions.sepa]\nsteps = -3\n", 6,
+    ("aot-condition-missing", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
+     "[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"), 5, "campaign.conditions[1].transform_mode", "missing"),
+    ("aot-override-line", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
+     "\nlr = -1\n"), 6, "campaign.conditions[0].lr", "> 0"),
+    ("aot-subtable-override", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"
+     "transform_mode = \"gtpo_sepa\"\n[campaign.conditions.sepa]\nsteps = -3\n"), 6,
      "campaign.conditions[0].sepa.steps", ">= 0"),
 ]
 
