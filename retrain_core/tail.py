@@ -1,0 +1,150 @@
+"""Incremental JSONL reader shared by the TUI and `retrain status`.
+
+`JsonlTail(path).read_new()` returns the JSON objects of the lines completed since the last
+call. It keeps the file open and a byte offset, buffers a partial last line until its
+newline arrives, and never re-reads what it has already read:
+- rotation (the path now names another inode): the rest of the old file is drained, then
+  the new file is read from its start;
+- truncation (the file shrank below the offset): the file is read again from its start
+  (the old content is gone; what is there now is new);
+- malformed lines (not JSON, or JSON that is not an object) are counted in `malformed`.
+A missing file is simply empty until it appears.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Self
+
+try:  # ~4x faster than the stdlib parser on metrics lines; optional
+    import orjson
+
+    _loads = orjson.loads
+    _JSONError: tuple = (orjson.JSONDecodeError, ValueError)
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+    _loads = json.loads
+    _JSONError = (ValueError,)
+
+CHUNK = 1 << 20
+
+
+class JsonlTail:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.malformed = 0
+        self.lines_read = 0
+        self._fd: int | None = None
+        self._ino: int | None = None
+        self._offset = 0
+        self._partial = b""
+
+    # -- public ---------------------------------------------------------------------
+    def read_new(self) -> list[dict]:
+        out: list[dict] = []
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fd is not None and (st is None or st.st_ino != self._ino):
+            # Rotated or removed: whatever was appended to the old file before the switch
+            # still belongs to us.
+            self._drain(out, os.fstat(self._fd).st_size)
+            self._close()
+        if st is None:
+            return out
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return out
+            st = os.fstat(self._fd)
+            self._ino, self._offset, self._partial = st.st_ino, 0, b""
+        if st.st_size < self._offset:  # truncated in place
+            self._offset, self._partial = 0, b""
+        if st.st_size > self._offset:
+            self._drain(out, st.st_size)
+        return out
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def __del__(self) -> None:
+        self._close()
+
+    # -- internals ------------------------------------------------------------------
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._ino = None
+
+    def _drain(self, out: list[dict], size: int) -> None:
+        while self._offset < size:
+            data = os.pread(self._fd, min(CHUNK, size - self._offset), self._offset)
+            if not data:
+                break
+            self._offset += len(data)
+            self._parse(out, data)
+
+    def _parse(self, out: list[dict], data: bytes) -> None:
+        buf = self._partial + data if self._partial else data
+        last_newline = buf.rfind(b"\n")
+        if last_newline < 0:
+            self._partial = buf
+            return
+        self._partial = buf[last_newline + 1:]
+        lines = [line for line in buf[:last_newline].split(b"\n") if line.strip()]
+        if orjson is None:
+            # Without orjson one json.loads over the whole batch is ~1.6x faster than one
+            # call per line; any problem falls back to the per-line path, which counts it.
+            try:
+                parsed = json.loads(b"[" + b",".join(lines) + b"]")
+            except ValueError:
+                parsed = None
+            if (parsed is not None and len(parsed) == len(lines)
+                    and all(type(obj) is dict for obj in parsed)):
+                out.extend(parsed)
+                self.lines_read += len(parsed)
+                return
+        for line in lines:
+            try:
+                obj = _loads(line)
+            except _JSONError:
+                self.malformed += 1
+                continue
+            if type(obj) is dict:
+                out.append(obj)
+                self.lines_read += 1
+            else:
+                self.malformed += 1
+
+
+def read_last_record(path: str | os.PathLike, max_bytes: int = 65536) -> dict | None:
+    """The last complete JSON object line of a file, reading only its end (for `status`)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    for line in reversed(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue  # a partial last line, or a line cut at the window's start
+        if isinstance(obj, dict):
+            return obj
+    return None
