@@ -40,7 +40,7 @@ def test_json_output_is_stable(tmp_path: Path) -> None:
                          "conditions", "runs", "base", "estimate"}
     assert data["counts"] == {"conditions": 5, "seeds": 8, "runs": 40, "total_steps": 20000}
     assert data["settings"]["max_workers"] == 4 and data["settings"]["parallel"] is True
-    assert [c["label"] for c in data["conditions"]][0] == "grpo+none"
+    assert data["conditions"][0]["label"] == "grpo+none"
     assert data["conditions"][0]["differs_from_base"]["algorithm.advantage_mode"] == {
         "value": "grpo", "base": "maxrl"}
     assert len(data["conditions"][4]["runs"]) == 8

@@ -86,7 +86,7 @@ def test_pilot_median_from_matching_runs_only(ablation, tmp_path) -> None:
         """)).base
     write_pilot(logs / "other", "small", other, [{"step": 0, "step_time_s": 1.0}] * 5)
     times, files = find_pilots(logs, ("Qwen/Qwen3-4B-Instruct-2507", 8, 16, 10240))
-    assert sorted(times) == [10.0, 12.0, 14.0, 16.0, 18.0]
+    assert sorted(times) == [10.0, 12.0, 14.0, 16.0, 18.0] and len(files) == 2
     est = estimate(ablation, logs_dir=logs)
     assert est.step_time_source == "pilot"
     assert est.median_step_time_s == 14.0
