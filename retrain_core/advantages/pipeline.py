@@ -52,7 +52,8 @@ def _uncertainty(kind, logprobs, mask, entropies, plugin_dir) -> torch.Tensor:
         values = UNCERTAINTY_KINDS[canonical](logprobs, mask, entropies)
     elif is_plugin_path(kind):
         func = resolve_plugin(kind, "uncertainty_kind", plugin_dir)
-        values = check_tensor(func(logprobs, mask, entropies), tuple(logprobs.shape), "uncertainty_kind", kind)
+        out = func(logprobs, mask.bool(), entropies)
+        values = check_tensor(out, tuple(logprobs.shape), "uncertainty_kind", kind)
         values = values.to(logprobs.dtype)
     else:
         raise ValueError(
@@ -123,33 +124,37 @@ def compute_advantages(
     episode = _episode(rewards, group_ids, advantage_mode, advantage_params or {}, plugin_dir)
     episode = torch.where(skipped, torch.zeros_like(episode), episode)
 
-    uncertainty = _uncertainty(uncertainty_kind, logprobs, mask, entropies, plugin_dir)
+    # 0/1 float masks, built once: every transform selects by multiplying with them.
+    mask_w = mask.to(dtype)
+    plan_w = planning.to(dtype)
+    active_w = mask_w * (~skipped).to(dtype)[:, None]
+    uncertainty = _uncertainty(uncertainty_kind, logprobs, mask_w, entropies, plugin_dir)
     pooled = uncertainty
     if transform_mode == "none":
-        tokens = episode.to(dtype)[:, None].expand_as(logprobs)
+        tokens = episode.to(dtype)[:, None] * active_w
     elif transform_mode == "gtpo":
-        tokens = gtpo_token_advantages(episode, uncertainty, mask, gtpo_beta)
+        tokens = gtpo_token_advantages(episode, uncertainty, active_w, gtpo_beta)
     elif transform_mode == "gtpo_hicra":
-        tokens = apply_hicra(gtpo_token_advantages(episode, uncertainty, mask, gtpo_beta), planning, hicra_alpha)
+        tokens = apply_hicra(gtpo_token_advantages(episode, uncertainty, active_w, gtpo_beta), plan_w, hicra_alpha)
     elif transform_mode == "gtpo_sepa":
-        pooled = sepa_pool(uncertainty, mask, planning, sepa_lambda)
-        tokens = gtpo_token_advantages(episode, pooled, mask, gtpo_beta)
+        pooled = sepa_pool(uncertainty, mask_w, plan_w, sepa_lambda)
+        tokens = gtpo_token_advantages(episode, pooled, active_w, gtpo_beta)
     elif is_plugin_path(transform_mode):
         func = resolve_plugin(transform_mode, "transform_mode", plugin_dir)
         out = func(episode, uncertainty, mask, planning, dict(transform_params or {}), float(sepa_lambda))
         tokens = check_tensor(out, tuple(logprobs.shape), "transform_mode", transform_mode).to(dtype)
+        # A plugin may leave anything (even NaN) on padding: select, do not multiply.
+        tokens = torch.where(active_w.bool(), tokens, torch.zeros_like(tokens))
     else:
         raise ValueError(
             f"unknown transform_mode {transform_mode!r}: expected one of "
             f"{', '.join(TRANSFORM_MODES)} or a dotted plugin path 'module.function'"
         )
-    active = mask & ~skipped[:, None]
-    tokens = torch.where(active, tokens, torch.zeros_like(tokens))
     return AdvantageOutput(
         token_advantages=tokens,
         episode_advantages=episode,
         skipped=skipped,
-        stats=uncertainty_stats(uncertainty, pooled, mask, planning),
+        stats=uncertainty_stats(uncertainty, pooled, mask_w, plan_w),
         uncertainty=uncertainty,
     )
 
@@ -180,7 +185,7 @@ def _run_algorithm_plugin(path: str, plugin_dir, locals_for_plugin: dict) -> Adv
     missing = [k for k in STAT_KEYS if k not in stats]
     if missing:
         # metrics.jsonl always carries every key: fill the gaps with the built-in statistics.
-        raw = _uncertainty("surprisal", locals_for_plugin["logprobs"], mask, None, None)
+        raw = _uncertainty("surprisal", locals_for_plugin["logprobs"], mask.float(), None, None)
         defaults = uncertainty_stats(raw, raw, mask, locals_for_plugin["planning_mask"])
         stats.update({k: defaults[k] for k in missing})
     return AdvantageOutput(

@@ -1,11 +1,16 @@
 """Planning-token detection (SPEC §4.6) from token ids and a real tokenizer.
 
-Each token id is decoded once and cached (its text piece and length live in arrays
-indexed by id). A batch is then handled without any per-token Python work: the pieces of
-all completions are joined into one text (completions separated by a newline), token
-character spans are a cumulative sum of cached lengths, one compiled regex finds every
-(overlapping) gram occurrence, and tokens whose span overlaps an occurrence are marked
-with two searchsorted calls and a difference array. Cost: O(total completion length).
+Each token id is decoded once and cached (its normalised text piece and length live in
+arrays indexed by id). A batch is then handled without per-token Python work: the pieces
+of all completions are joined into one text (completions separated by a newline), token
+character spans are a cumulative sum of cached lengths, every gram is located with
+`str.find` (C fast search; overlapping occurrences all count), whole-word boundaries are
+checked on the few hits, and tokens whose span overlaps a hit are marked with two
+`searchsorted` calls and a difference array. Cost: O(total completion length).
+
+Matching rules: case-insensitive, whole words, a space in a gram matches any one
+whitespace character, and ' also matches ’. `compile_gram_pattern` expresses the same
+rules as one regex; it is the readable reference the tests and the benchmark compare to.
 """
 
 from __future__ import annotations
@@ -16,24 +21,60 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-SEPARATOR = "\n"  # between completions: grams never contain a newline, so never straddle
+SEPARATOR = "\n"  # between completions: pieces hold no newline after normalising, grams never
+_NORMALISE = {ord(c): " " for c in "\t\n\r\x0b\x0c\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"}
+_NORMALISE.update({c: " " for c in [*range(0x1C, 0x20), *range(0x2000, 0x200B)]})
+_NORMALISE.update({ord("’"): "'", ord("‘"): "'"})
+
+
+def normalise_piece(piece: str) -> str:
+    """Lower-case (when that keeps the length), whitespace → ' ', curly quotes → '."""
+    lower = piece.lower()
+    return (lower if len(lower) == len(piece) else piece).translate(_NORMALISE)
+
+
+def normalise_gram(gram: str) -> str:
+    return " ".join(gram.lower().translate(_NORMALISE).split())
 
 
 def compile_gram_pattern(grams: Iterable[str]) -> re.Pattern | None:
-    """One regex finding every whole-word, case-insensitive occurrence of any gram.
+    """One regex finding every occurrence of any gram in raw text, by the rules above.
 
     The zero-width lookahead makes overlapping occurrences all count ("wait let me think"
-    holds both "wait let me" and "let me think"). Longest alternatives come first, so at
-    one start position the widest gram wins; its span covers every shorter one there.
-    Whitespace inside a gram matches any whitespace run, and ' also matches ’.
+    holds both "wait let me" and "let me think"); longest alternatives come first.
     """
     alternatives = []
-    for gram in sorted({g.strip() for g in grams if g.strip()}, key=len, reverse=True):
-        words = [re.escape(w).replace("'", "['’]") for w in gram.split()]
-        alternatives.append(r"\s+".join(words))
+    for gram in sorted({normalise_gram(g) for g in grams if g.strip()}, key=len, reverse=True):
+        words = [re.escape(w).replace("'", "['’‘]") for w in gram.split(" ")]
+        alternatives.append(r"\s".join(words))
     if not alternatives:
         return None
     return re.compile(r"(?=((?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)))", re.IGNORECASE)
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def find_gram_spans(text: str, grams: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end offsets of every whole-word occurrence of the (normalised) grams in the
+    (normalised) text. One C-speed scan per gram; Python only touches the hits."""
+    starts: list[int] = []
+    ends: list[int] = []
+    size = len(text)
+    for gram in grams:
+        width = len(gram)
+        pos = text.find(gram)
+        while pos >= 0:
+            end = pos + width
+            # Whole words: no word character right before or right after, like (?<!\w)…(?!\w).
+            before_ok = pos == 0 or not _is_word_char(text[pos - 1])
+            after_ok = end == size or not _is_word_char(text[end])
+            if before_ok and after_ok:
+                starts.append(pos)
+                ends.append(end)
+            pos = text.find(gram, pos + 1)
+    return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
 def _decode_many(tokenizer, sequences: list[list[int]]) -> list[str]:
@@ -70,8 +111,9 @@ class PlanningDetector:
 
     def __init__(self, tokenizer, grams: Iterable[str]):
         self.tokenizer = tokenizer
-        self.grams = [g for g in grams]
-        self.pattern = compile_gram_pattern(self.grams)
+        self.grams = list(grams)
+        # Longest first is not needed for correctness (every occurrence is kept); dedupe only.
+        self._needles = sorted({normalise_gram(g) for g in self.grams if g.strip()})
         size = max(len(tokenizer) if hasattr(tokenizer, "__len__") else 0, 1)
         self._pieces = np.empty(size, dtype=object)
         self._lengths = np.zeros(size, dtype=np.int64)
@@ -93,42 +135,39 @@ class PlanningDetector:
         new_ids = np.unique(flat_ids[unknown])
         pieces = decode_token_pieces(self.tokenizer, new_ids.tolist())
         for token_id, piece in zip(new_ids.tolist(), pieces):
-            self._pieces[token_id] = piece
+            self._pieces[token_id] = normalise_piece(piece)
             self._lengths[token_id] = len(piece)
         self._known[new_ids] = True
 
     def piece(self, token_id: int) -> str:
-        """The cached text piece of one token id (decoded on first use)."""
+        """The cached (normalised) text piece of one token id, decoded on first use."""
         self._ensure_decoded(np.array([token_id], dtype=np.int64))
         return self._pieces[token_id]
 
-    def detect_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end character offsets of every gram occurrence in `text`."""
-        if self.pattern is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        spans = [m.span(1) for m in self.pattern.finditer(text)]
-        if not spans:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        arr = np.asarray(spans, dtype=np.int64)
-        return arr[:, 0], arr[:, 1]
+    def completion_text(self, token_ids: Sequence[int]) -> str:
+        """The normalised text of one completion, as the detector sees it."""
+        ids = np.asarray(token_ids, dtype=np.int64)
+        if ids.size == 0:
+            return ""
+        self._ensure_decoded(ids)
+        return "".join(self._pieces[ids].tolist())
 
     def __call__(self, token_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(token_ids).cpu().numpy()
         active = torch.as_tensor(mask).bool().cpu().numpy()
         out = np.zeros(active.shape, dtype=bool)
         flat_ids = ids[active].astype(np.int64)  # row-major: completion by completion
-        if flat_ids.size == 0 or self.pattern is None:
+        if flat_ids.size == 0 or not self._needles:
             return torch.from_numpy(out)
         self._ensure_decoded(flat_ids)
         rows = np.nonzero(active)[0]
         row_last = np.flatnonzero(np.r_[rows[1:] != rows[:-1], True])
-        # Interleave one separator after each completion's last token.
+        # One separator after each completion's last token, so no gram spans two of them.
         pieces = np.insert(self._pieces[flat_ids], row_last + 1, SEPARATOR)
         lengths = np.insert(self._lengths[flat_ids], row_last + 1, len(SEPARATOR))
         is_token = np.ones(len(pieces), dtype=bool)
         is_token[row_last + np.arange(1, len(row_last) + 1)] = False
-        text = "".join(pieces.tolist())
-        match_start, match_end = self.detect_spans(text)
+        match_start, match_end = find_gram_spans("".join(pieces.tolist()), self._needles)
         if match_start.size == 0:
             return torch.from_numpy(out)
         ends = np.cumsum(lengths)[is_token]

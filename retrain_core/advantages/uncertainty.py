@@ -61,6 +61,11 @@ UNCERTAINTY_KINDS = {
 
 
 def finalize_uncertainty(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cap at 50 and force exactly 0 on padding (where may hide NaN/inf of padded logprobs)."""
-    capped = torch.clamp(values, max=UNCERTAINTY_CAP)
-    return torch.where(mask, capped, torch.zeros_like(capped))
+    """Cap at 50 and force exactly 0 on padding.
+
+    Padded logprobs may hold anything (0, −inf, NaN): NaN becomes 0 and +inf the cap
+    before the mask multiplies, so padding is exactly 0 (a NaN on a real token, which
+    no sampler produces, would count as 0 uncertainty rather than poison the batch).
+    """
+    weight = mask if mask.dtype == values.dtype else mask.to(values.dtype)
+    return torch.nan_to_num(values, nan=0.0).clamp_(max=UNCERTAINTY_CAP).mul_(weight)
