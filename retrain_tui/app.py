@@ -1,0 +1,142 @@
+"""retrain-tui: edit, plan, launch and monitor RL fine-tuning campaigns.
+
+`retrain-tui CONFIG.toml` opens the editor, `retrain-tui logs/campaign_…` attaches the
+monitor, `retrain-tui` (or `retrain-tui logs/`) lists campaigns and configs. The app is a
+view and a remote control: process work goes through `retrain_core.supervisor.api`, and
+quitting never stops a campaign.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from retrain_tui.screens.help import HelpScreen
+
+
+def is_campaign_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "state.json").exists() or (path / "manifest.json").exists())
+
+
+class RetrainApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "retrain-tui"
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False),
+    ]
+
+    def __init__(self, target: str | Path | None = None, logs_dir: str | Path = "logs",
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.5,
+                 strict: bool = False, start_watchers: bool = True):
+        super().__init__()
+        self.target = Path(target) if target else None
+        self.logs_dir = Path(logs_dir)
+        self.clock = clock  # tests and snapshots freeze it
+        self.poll_interval = poll_interval
+        self.strict = strict  # tests: let exceptions fail loudly
+        self.start_watchers = start_watchers
+
+    def on_mount(self) -> None:
+        target = self.target
+        if target is None:
+            self.open_picker(self.logs_dir)
+        elif target.is_file() or target.suffix == ".toml":
+            self.open_editor(target)
+        elif is_campaign_dir(target):
+            self.open_monitor(target)
+        else:
+            self.open_picker(target if target.is_dir() else self.logs_dir)
+
+    # -- navigation -------------------------------------------------------------------------
+    def _show(self, screen: Screen, replace: bool) -> None:
+        if replace and len(self.screen_stack) > 1:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_picker(self, logs_dir: Path) -> None:
+        from retrain_tui.screens.picker import PickerScreen
+
+        self._show(PickerScreen(logs_dir), False)
+
+    def open_editor(self, path: Path, replace: bool = False) -> None:
+        from retrain_tui.screens.editor import EditorScreen
+
+        self._show(EditorScreen(path), replace)
+
+    def open_monitor(self, directory: Path, replace: bool = False) -> None:
+        from retrain_tui.screens.monitor import MonitorScreen
+
+        self._show(MonitorScreen(Path(directory)), replace)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_quit(self) -> None:
+        quit_action = getattr(self.screen, "action_quit", None)
+        if quit_action is not None:
+            quit_action()  # the editor asks about unsaved changes first
+        else:
+            self.exit()
+
+    # -- command palette --------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        commands = getattr(screen, "campaign_commands", None)
+        if commands is not None:
+            for title, help_text, callback in commands():
+                yield SystemCommand(title, help_text, callback)
+        yield SystemCommand("Keys", "Show every key binding (?)", self.action_help)
+
+    # -- errors -----------------------------------------------------------------------------
+    def _handle_exception(self, error: Exception) -> None:
+        """An error no handler caught (handlers are `guarded`) ends the app with one line,
+        never a traceback; the campaign keeps running either way."""
+        if self.strict:
+            super()._handle_exception(error)
+            return
+        self._return_code = 1
+        self.fatal_error = f"{type(error).__name__}: {error}"
+        self.exit(return_code=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrain-tui", description=__doc__.split("\n")[0])
+    parser.add_argument("target", nargs="?", help="CONFIG.toml, a campaign dir, or a logs dir")
+    parser.add_argument("--logs-dir", default="logs",
+                        help="where campaigns are launched and looked for (default: logs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    target = Path(args.target) if args.target else None
+    logs_dir = Path(args.logs_dir)
+    if target is not None and target.is_dir() and not is_campaign_dir(target):
+        logs_dir = target
+    try:
+        app = RetrainApp(target, logs_dir=logs_dir)
+        app.run()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback on the user's terminal
+        print(f"retrain-tui: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if getattr(app, "fatal_error", ""):
+        print(f"retrain-tui: {app.fatal_error} (any campaign keeps running)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Fabricated campaign directories (SPEC §6 shapes) for tests, snapshots, screenshots and
+bench/tui.py: a state.json, a manifest.json and per-run metrics.jsonl written the way the
+supervisor and trainer write them, with no process behind them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+FIXED_TIME = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC: deterministic screenshots
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write: temp file in the same directory, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def metric_line(run: str, condition: str, seed: int, step: int, t: float = FIXED_TIME) -> dict:
+    """A deterministic, plausible metrics line (reward rises with step, per condition)."""
+    bias = (sum(map(ord, condition)) % 7) / 20
+    wobble = 0.05 * math.sin(step * 0.7 + seed)
+    reward = max(0.0, min(1.0, 0.1 + bias + step * 0.02 + wobble))
+    return {
+        "step": step, "run": run, "condition": condition, "seed": seed,
+        "loss": round(0.5 / (1 + step * 0.1) + wobble / 10, 6),
+        "mean_reward": round(reward, 6), "correct_rate": round(reward * 0.9, 6),
+        "running_correct_rate": round(reward * 0.85, 6),
+        "sepa_lambda": round(min(1.0, step / 20), 6), "sepa_gate_open": step > 2,
+        "num_datums": 24, "skipped_groups": 1, "max_token_hit_rate": 0.0,
+        "mean_completion_tokens": 12.5, "step_time_s": 1.5, "sample_time_s": 1.0,
+        "train_time_s": 0.5, "throttle_wait_s": 0.1, "tokens_per_second": 400.0,
+        "batch_size": 4, "group_size": 8, "lr": 0.002, "grad_norm": 0.3,
+        "exec_surprisal_mean": 1.2, "exec_surprisal_var": 0.4, "plan_surprisal_mean": 0.8,
+        "plan_surprisal_var": 0.2, "planning_token_fraction": 0.05, "peak_memory_mb": 300.0,
+        "time": t + step * 1.5,
+    }
+
+
+def make_campaign(root: Path, name: str = "campaign_20260101_000000_demo",
+                  conditions=("grpo+none", "maxrl+gtpo_sepa"), seeds=(42, 101),
+                  max_steps: int = 30, steps: dict | None = None, statuses: dict | None = None,
+                  supervisor_pid: int | None = None, supervisor_start: float | None = None,
+                  campaign_toml: str | None = None) -> Path:
+    """Create `root/name` with runs `{condition}_s{seed}`; `steps[run]` lines of metrics each
+    (default 0) and `statuses[run]` (default pending)."""
+    directory = Path(root) / name
+    runs_dir = directory / "runs"
+    runs = [(f"{c}_s{s}", c, s) for c in conditions for s in seeds]
+    steps = steps or {}
+    statuses = statuses or {}
+    for run, condition, seed in runs:
+        run_dir = runs_dir / run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "metrics.jsonl", "w") as fh:
+            fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(1, steps.get(run, 0) + 1))
+    write_json(directory / "manifest.json", {
+        "timestamp": "20260101_000000", "source": "configs/demo.toml",
+        "conditions": [{"label": c} for c in conditions], "seeds": list(seeds),
+        "max_steps": max_steps, "parallel": True, "max_workers": 2,
+        "runs": [{"name": r, "condition": c, "overrides": {}, "seed": s, "dir": f"runs/{r}",
+                  "max_steps": max_steps} for r, c, s in runs]})
+    write_state(directory, {r: statuses.get(r, "pending") for r, _, _ in runs},
+                supervisor_pid, supervisor_start)
+    if campaign_toml is not None:
+        (directory / "campaign.toml").write_text(campaign_toml)
+    return directory
+
+
+def write_state(directory: Path, statuses: dict, pid: int | None = None,
+                start: float | None = None, paused: bool = False, pause_reason: str = "",
+                squeeze: dict | None = None) -> None:
+    runs = {}
+    for i, (run, status) in enumerate(statuses.items()):
+        ended = status in ("succeeded", "failed", "killed")
+        runs[run] = {"status": status, "pid": None, "pgid": None, "proc_start_time": None,
+                     "attempt": 0 if status == "pending" else 1,
+                     "exit_code": {"succeeded": 0, "failed": 1}.get(status),
+                     "signal": 15 if status == "killed" else None,
+                     "launched_at": None if status == "pending" else FIXED_TIME + i,
+                     "ended_at": FIXED_TIME + 60 if ended else None,
+                     "error": "exit code 1" if status == "failed" else ""}
+    write_json(Path(directory) / "state.json", {
+        "campaign": Path(directory).name, "updated_at": FIXED_TIME,
+        "supervisor": {"pid": pid or 0, "start_time": start or FIXED_TIME,
+                       "heartbeat": FIXED_TIME, "paused": paused, "pause_reason": pause_reason,
+                       "stopping": False},
+        "runs": runs, "squeeze": squeeze or {"status": "none", "error": "", "run": ""}})
+
+
+def append_metrics(directory: Path, run: str, condition: str, seed: int, first: int,
+                   count: int) -> None:
+    with open(Path(directory) / "runs" / run / "metrics.jsonl", "a") as fh:
+        fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(first, first + count))
+
+
+SQUEEZE_ANALYSIS = {
+    "adapter": "runs/grpo+none_s42/checkpoints/final", "source_rank": 8,
+    "recommended_rank": 4, "threshold": 0.95, "num_layers": 2,
+    "rows": [
+        {"rank": 1, "mean": 0.61, "min": 0.52, "max": 0.70,
+         "worst_module": "model.layers.1.self_attn.v_proj", "recommended": False},
+        {"rank": 2, "mean": 0.83, "min": 0.77, "max": 0.88,
+         "worst_module": "model.layers.1.self_attn.v_proj", "recommended": False},
+        {"rank": 4, "mean": 0.962, "min": 0.951, "max": 0.975,
+         "worst_module": "model.layers.0.mlp.down_proj", "recommended": True},
+        {"rank": 8, "mean": 1.0, "min": 1.0, "max": 1.0,
+         "worst_module": "model.layers.0.mlp.down_proj", "recommended": False},
+    ]}

@@ -1,0 +1,270 @@
+"""The monitor: a live view of one campaign directory and the remote control for its runs.
+
+A `CampaignWatcher` thread reads the directory; it wakes this screen with a
+`SnapshotReady` message at most once per unread snapshot, and the screen applies only the
+newest one. Commands (kill, restart, pause) go to the supervisor through
+`retrain_core.supervisor.api.send` in a worker thread. Quitting sends nothing: the
+campaign keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from retrain_tui.dialogs.confirm import ConfirmDialog
+from retrain_tui.errors import guarded
+from retrain_tui.watcher import PLOT_METRICS, CampaignWatcher, Snapshot
+from retrain_tui.widgets.campaign_header import CampaignHeader
+from retrain_tui.widgets.condition_table import ConditionTable
+from retrain_tui.widgets.metric_plot import MetricPlot
+from retrain_tui.widgets.runs_table import SORT_KEYS, RunsTable
+
+STATUS_FILTERS = (None, "running", "pending", "succeeded", "failed", "killed")
+
+
+class SnapshotReady(Message):
+    """Posted (from the watcher thread) when a new snapshot waits in the queue."""
+
+
+class MonitorScreen(Screen):
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("enter", "detail", "Detail", id="detail"),
+        Binding("K", "kill", "Kill", id="kill"),
+        Binding("R", "restart", "Restart", id="restart"),
+        Binding("P", "pause", "Pause/resume", id="pause"),
+        Binding("S", "squeeze", "Squeeze", id="squeeze"),
+        Binding("f", "cycle_status", "Filter status", id="filter_status", show=False),
+        Binding("c", "cycle_condition", "Filter condition", id="filter_condition", show=False),
+        Binding("o", "cycle_sort", "Sort", id="sort", show=False),
+        Binding("O", "reverse_sort", "Reverse sort", id="reverse_sort", show=False),
+        Binding("m", "cycle_metric", "Plot metric", id="plot_metric", show=False),
+        Binding("question_mark", "app.help", "Help", id="help"),
+        Binding("escape", "back", "Back", id="back", show=False),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, directory: Path):
+        super().__init__()
+        self.directory = Path(directory)
+        self.snapshot: Snapshot | None = None
+        self.watcher: CampaignWatcher | None = None
+        self.sort, self.reverse = "run", False
+        self.status_filter: str | None = None
+        self.condition_filter: str | None = None
+        self.update_latencies: list[float] = []  # seconds, snapshot made → frame refreshed
+        self._seen_errors: set[str] = set()
+        self._resume_offered = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◉")
+        yield CampaignHeader("loading…", id="campaign-header")
+        yield Static("", id="monitor-filters")
+        yield RunsTable(id="runs-table")
+        with Horizontal(id="monitor-bottom"):
+            yield ConditionTable(id="condition-agg")
+            yield MetricPlot(id="reward-plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "retrain-tui · monitor"
+        self.sub_title = self.directory.name
+        self.watcher = CampaignWatcher(self.directory, interval=self.app.poll_interval,
+                                       on_update=lambda: self.post_message(SnapshotReady()))
+        self._show_filters()
+        if self.app.start_watchers:
+            self.watcher.start()
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    # -- snapshots --------------------------------------------------------------------------
+    @on(SnapshotReady)
+    def _snapshot_ready(self, event: SnapshotReady) -> None:
+        snap = self.watcher.take()
+        if snap is not None:
+            self.apply_snapshot(snap)
+
+    def refresh_now(self) -> Snapshot:
+        """Poll synchronously and apply (tests and snapshots: no timing involved)."""
+        snap = self.watcher.poll_once()
+        self.apply_snapshot(snap)
+        return snap
+
+    @guarded
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        self.query_one(CampaignHeader).show(snap, self.app.clock())
+        self._show_runs()
+        self.query_one(ConditionTable).show(snap.conditions)
+        self.query_one(MetricPlot).show(snap.plot_metric, snap.plot_series)
+        for name in snap.new_failures:
+            row = snap.run(name)
+            detail = f": {row.error}" if row and row.error else ""
+            self.app.notify(f"run {name} failed{detail}", severity="error", title="Run failed",
+                            timeout=15)
+        for error in snap.errors:
+            if error not in self._seen_errors:
+                self._seen_errors.add(error)
+                self.app.notify(error, severity="warning", title="Reading campaign")
+        if not snap.alive and not self._resume_offered and snap.runs and any(
+                r.status in ("pending", "running") for r in snap.runs):
+            self._resume_offered = True
+            self.app.push_screen(ConfirmDialog(
+                "The supervisor is not running",
+                f"{snap.campaign} has unfinished runs and is shown read-only.\nStart a new "
+                "supervisor that adopts them?", yes="Resume", no="Read-only"), self._resume)
+        made = snap.made_at
+        self.call_after_refresh(lambda: self.update_latencies.append(time.monotonic() - made))
+
+    def _show_runs(self) -> None:
+        if self.snapshot is not None:
+            self.query_one(RunsTable).show(self.snapshot.runs, self.sort, self.reverse,
+                                           self.status_filter, self.condition_filter)
+        self._show_filters()
+
+    def _show_filters(self) -> None:
+        metric = self.watcher.plot_metric if self.watcher else "mean_reward"
+        self.query_one("#monitor-filters", Static).update(
+            f"status: {self.status_filter or 'all'} (f)  condition: "
+            f"{self.condition_filter or 'all'} (c)  sort: {self.sort}"
+            f"{' ↓' if self.reverse else ''} (o/O)  plot: {metric} (m)")
+
+    # -- selection and navigation -----------------------------------------------------------
+    @property
+    def selected_run(self) -> str | None:
+        return self.query_one(RunsTable).selected_run
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_detail()
+
+    @on(DataTable.HeaderSelected, "#runs-table")
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key in SORT_KEYS:
+            self.reverse = not self.reverse if self.sort == key else False
+            self.sort = key
+            self._show_runs()
+
+    def action_detail(self) -> None:
+        from retrain_tui.screens.run_detail import RunDetailScreen
+
+        if self.selected_run:
+            self.app.push_screen(RunDetailScreen(self, self.selected_run))
+
+    def action_squeeze(self) -> None:
+        from retrain_tui.screens.squeeze import SqueezeScreen
+
+        self.app.push_screen(SqueezeScreen(self))
+
+    def action_cycle_status(self) -> None:
+        i = STATUS_FILTERS.index(self.status_filter)
+        self.status_filter = STATUS_FILTERS[(i + 1) % len(STATUS_FILTERS)]
+        self._show_runs()
+
+    def action_cycle_condition(self) -> None:
+        labels = [None] + [c.label for c in (self.snapshot.conditions if self.snapshot else [])]
+        i = labels.index(self.condition_filter) if self.condition_filter in labels else 0
+        self.condition_filter = labels[(i + 1) % len(labels)]
+        self._show_runs()
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)]
+        self._show_runs()
+
+    def action_reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self._show_runs()
+
+    def action_cycle_metric(self) -> None:
+        metric = self.watcher.plot_metric
+        self.watcher.plot_metric = PLOT_METRICS[(PLOT_METRICS.index(metric) + 1)
+                                                % len(PLOT_METRICS)]
+        self._show_filters()
+        self.watcher.poke()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def action_quit(self) -> None:
+        self.app.exit()  # the campaign keeps running: nothing is sent to the supervisor
+
+    # -- remote control ----------------------------------------------------------------------
+    def _require_supervisor(self) -> bool:
+        if self.snapshot is None or not self.snapshot.alive:
+            self.app.notify("the supervisor is not running (read-only); resume the campaign "
+                            "first", severity="warning")
+            return False
+        return True
+
+    def action_kill(self, run: str | None = None) -> None:
+        run = run or self.selected_run
+        if run and self._require_supervisor():
+            self.app.push_screen(
+                ConfirmDialog(f"Kill {run}?", "Its process group gets SIGTERM; the other runs "
+                              "continue.", yes="Kill", danger=True),
+                lambda yes: yes and self.send("kill", run))
+
+    def action_restart(self, run: str | None = None) -> None:
+        run = run or self.selected_run
+        if run and self._require_supervisor():
+            self.app.push_screen(
+                ConfirmDialog(f"Restart {run}?", "It is stopped if running and started again "
+                              "from its last checkpoint.", yes="Restart", danger=True),
+                lambda yes: yes and self.send("restart", run))
+
+    def action_pause(self) -> None:
+        if self._require_supervisor():
+            self.send("unpause" if self.snapshot.paused else "pause")
+
+    @work(thread=True, group="commands")
+    def send(self, command: str, run: str | None = None) -> None:
+        from retrain_core.supervisor import api
+
+        try:
+            api.send(self.directory, command, run)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.app.notify, f"{command} failed: {exc}",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self.app.notify, f"sent {command}" + (f" {run}" if run else ""))
+        self.watcher.poke()
+
+    def _resume(self, yes: bool | None) -> None:
+        if yes:
+            self.resume()
+
+    @work(thread=True, group="commands")
+    def resume(self) -> None:
+        from retrain_core.supervisor import api
+
+        try:
+            api.resume(self.directory)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.app.notify, f"resume failed: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.app.notify, "supervisor resumed")
+        self.watcher.poke()
+
+    def campaign_commands(self):
+        yield ("Kill selected run", "SIGTERM the selected run (K)", self.action_kill)
+        yield ("Restart selected run", "Restart it from its checkpoint (R)", self.action_restart)
+        yield ("Pause / resume launching", "Stop or resume starting new runs (P)",
+               self.action_pause)
+        yield ("Squeeze panel", "LoRA-Squeeze variance table (S)", self.action_squeeze)
+        yield ("Run detail", "Plots, logs, generations and config diff (enter)",
+               self.action_detail)
+        yield ("Resume supervisor", "Start a supervisor that adopts the runs", self.resume)

@@ -1,0 +1,136 @@
+"""One run in detail: metric plots, the ends of stdout/stderr, latest generations, its
+config diff against the campaign's base config, and kill / restart."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
+
+from retrain_tui.files import config_diff, tail_lines, tail_records
+from retrain_tui.stats import format_number
+from retrain_tui.widgets.metric_plot import MetricPlot
+
+PLOT_GROUPS = (("reward", ("mean_reward", "correct_rate")), ("loss", ("loss", "sepa_lambda")))
+
+
+def generations_text(records: list[dict]) -> str:
+    if not records:
+        return "no generations yet (emergence/generations.jsonl)"
+    blocks = []
+    for r in reversed(records):
+        blocks.append(f"step {r.get('step')}  reward {format_number(r.get('reward'))}  "
+                      f"tokens {r.get('num_tokens')}\n  prompt: {str(r.get('prompt', ''))[:200]}"
+                      f"\n  completion: {str(r.get('completion', ''))[:500]}")
+    return "\n\n".join(blocks)
+
+
+class RunDetailScreen(Screen):
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("K", "kill", "Kill", id="detail.kill"),
+        Binding("R", "restart", "Restart", id="detail.restart"),
+        Binding("question_mark", "app.help", "Help", id="help"),
+        Binding("escape", "back", "Back", id="back"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, monitor, run: str):
+        super().__init__()
+        self.monitor, self.run = monitor, run
+        self._diff_loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◉")
+        yield Static("", id="detail-header")
+        with TabbedContent(id="detail-tabs"):
+            with TabPane("Metrics", id="tab-metrics"), Horizontal(id="detail-plots"):
+                for name, _ in PLOT_GROUPS:
+                    yield MetricPlot(id=f"plot-{name}")
+            with TabPane("Logs", id="tab-logs"):
+                yield Log(id="stdout-tail", classes="log-tail", max_lines=200)
+                yield Log(id="stderr-tail", classes="log-tail", max_lines=200)
+            with TabPane("Generations", id="tab-generations"), VerticalScroll(id="generations"):
+                yield Static("", id="generations-text", markup=False)
+            with TabPane("Config diff", id="tab-diff"):
+                table = DataTable(id="config-diff", cursor_type="row", zebra_stripes=True)
+                table.add_columns("key", "base", "this run")
+                yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "retrain-tui · run"
+        self.sub_title = self.run
+        self.query_one("#stdout-tail", Log).border_title = "stdout (end)"
+        self.query_one("#stderr-tail", Log).border_title = "stderr (end)"
+        self.reload()
+        if self.app.start_watchers:
+            self.set_interval(2.0, self.reload)
+
+    @work(thread=True, exclusive=True, group="detail")
+    def reload(self) -> None:
+        watcher = self.monitor.watcher
+        run_dir = watcher.run_dir(self.run)
+        history = watcher.run_history(self.run)
+        stdout = tail_lines(run_dir / "stdout.log", 100)
+        stderr = tail_lines(run_dir / "stderr.log", 100)
+        gens = tail_records(run_dir / "emergence" / "generations.jsonl", 5)
+        diff, diff_error = None, ""
+        if not self._diff_loaded:
+            try:
+                diff = config_diff(watcher.directory, run_dir)
+            except Exception as exc:  # noqa: BLE001 - no config.toml yet, or no campaign.toml
+                diff_error = f"{type(exc).__name__}: {exc}"
+        self.app.call_from_thread(self._apply, history, stdout, stderr, gens, diff, diff_error)
+
+    def _apply(self, history, stdout, stderr, gens, diff, diff_error) -> None:
+        if not self.is_attached:
+            return
+        snap = self.monitor.snapshot
+        row = snap.run(self.run) if snap else None
+        if row:
+            error = f"  error: {row.error}" if row.error else ""
+            self.query_one("#detail-header", Static).update(
+                f"{row.name}  [{row.status}]  step {row.step}/{row.max_steps}  attempt "
+                f"{row.attempt}  exit {row.exit_code if row.exit_code is not None else '-'}"
+                f"{error}\ncondition {row.condition}  seed {row.seed}")
+        for name, metrics in PLOT_GROUPS:
+            series = {m: tuple(zip(*history.get(m, []))) or ((), ()) for m in metrics}
+            series = {m: (list(s[0]), list(s[1])) for m, s in series.items()}
+            self.query_one(f"#plot-{name}", MetricPlot).show(name, series, " / ".join(metrics))
+        for widget_id, lines in (("#stdout-tail", stdout), ("#stderr-tail", stderr)):
+            log = self.query_one(widget_id, Log)
+            if getattr(log, "_shown", None) != lines:
+                log.clear()
+                log.write_lines(lines or ["(empty)"])
+                log._shown = lines
+        self.query_one("#generations-text", Static).update(generations_text(gens))
+        if diff is not None or diff_error:
+            table = self.query_one("#config-diff", DataTable)
+            table.clear()
+            if diff_error:
+                table.add_row("(unavailable)", diff_error, "")
+            else:
+                self._diff_loaded = True
+                for row in diff or [("(no differences)", "", "")]:
+                    table.add_row(*row)
+
+    def action_kill(self) -> None:
+        self.monitor.action_kill(self.run)
+
+    def action_restart(self) -> None:
+        self.monitor.action_restart(self.run)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_quit(self) -> None:
+        self.app.exit()
+
+    def campaign_commands(self):
+        yield ("Kill this run", "SIGTERM this run (K)", self.action_kill)
+        yield ("Restart this run", "Restart from its checkpoint (R)", self.action_restart)

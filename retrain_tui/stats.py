@@ -1,0 +1,75 @@
+"""Small statistics for the monitor: mean ± 95% confidence half-width across seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+# Two-sided 95% Student t critical values by degrees of freedom (no scipy dependency).
+_T95 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
+    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
+    120: 1.980,
+}
+
+
+def t_critical_95(df: int) -> float:
+    if df <= 0:
+        return math.nan
+    if df in _T95:
+        return _T95[df]
+    for bound in (40, 60, 120):
+        if df < bound:
+            return _T95[bound]
+    return 1.960
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% CI); the half-width is nan with fewer than 2 values."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    mean = statistics.fmean(vals)
+    if len(vals) < 2:
+        return mean, math.nan
+    sem = statistics.stdev(vals) / math.sqrt(len(vals))
+    return mean, t_critical_95(len(vals) - 1) * sem
+
+
+def median(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(vals) if vals else math.nan
+
+
+def format_duration(seconds: float | None) -> str:
+    """`1h02m`, `4m05s`, `12s`; `-` when unknown."""
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return "-"
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.2e}"
+    return f"{value:.{digits}f}"
+
+
+def format_mean_ci(mean: float, half: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(half):
+        return format_number(mean, digits)
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"

@@ -1,0 +1,375 @@
+"""Background reader of a campaign directory.
+
+A `CampaignWatcher` thread polls `state.json`, `manifest.json`, every run's
+`metrics.jsonl` (through `retrain_core.tail.JsonlTail`, so each poll reads only the bytes
+appended since the last one) and `squeeze/analysis.json`, and turns them into an
+immutable `Snapshot`. Snapshots go through a queue of size one: a newer snapshot replaces
+an unread one (they are full states, so nothing is lost), and the UI is woken at most once
+per unread snapshot. The UI thread never touches the disk or the supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrain_tui.stats import mean_ci95, median
+
+TABLE_METRICS = ("mean_reward", "correct_rate", "loss", "sepa_lambda", "step_time_s",
+                 "throttle_wait_s")
+PLOT_METRICS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
+                "step_time_s", "throttle_wait_s", "tokens_per_second", "grad_norm",
+                "exec_surprisal_mean", "planning_token_fraction", "mean_completion_tokens")
+_KEPT_METRICS = tuple(dict.fromkeys(TABLE_METRICS + PLOT_METRICS))
+FINISHED = ("succeeded", "failed", "killed")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    name: str
+    condition: str
+    seed: object
+    status: str
+    step: int
+    max_steps: int
+    attempt: int
+    metrics: dict
+    eta_s: float
+    error: str = ""
+    exit_code: object = None
+
+
+@dataclass(frozen=True)
+class ConditionRow:
+    label: str
+    seeds: int
+    correct: tuple[float, float]
+    reward: tuple[float, float]
+    steps_done: int
+    steps_total: int
+    statuses: dict
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    directory: Path
+    campaign: str
+    alive: bool
+    supervisor: dict
+    start_time: float | None
+    runs: list[RunRow]
+    conditions: list[ConditionRow]
+    plot_metric: str
+    plot_series: dict  # condition -> (steps, mean values)
+    eta_s: float
+    squeeze: dict
+    squeeze_analysis: dict | None
+    new_failures: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    made_at: float = 0.0  # time.monotonic() when built (for update-latency measurements)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.supervisor.get("paused"))
+
+    def run(self, name: str) -> RunRow | None:
+        return next((r for r in self.runs if r.name == name), None)
+
+
+def _finite(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+class _RunTrack:
+    """What the watcher remembers of one run: its tail and metric history."""
+
+    def __init__(self, name: str, run_dir: Path, condition: str, seed: object):
+        from retrain_core.tail import JsonlTail
+
+        self.name, self.run_dir, self.condition, self.seed = name, run_dir, condition, seed
+        self.tail = JsonlTail(run_dir / "metrics.jsonl")
+        self.history: dict[str, list[tuple[int, float]]] = {m: [] for m in _KEPT_METRICS}
+        self.last: dict = {}
+
+    def read(self) -> list[dict]:
+        lines = self.tail.read_new()
+        for line in lines:
+            step = line.get("step")
+            if not isinstance(step, int):
+                continue
+            for metric in _KEPT_METRICS:
+                if metric in line:
+                    self.history[metric].append((step, _finite(line[metric])))
+            self.last = line
+        return lines
+
+
+class CampaignWatcher:
+    """Polls one campaign directory; `poll_once()` is the synchronous core."""
+
+    def __init__(self, directory: str | Path, interval: float = 0.5,
+                 on_update: Callable[[], None] | None = None, max_plot_points: int = 400):
+        self.directory = Path(directory)
+        self.interval = interval
+        self.on_update = on_update
+        self.max_plot_points = max_plot_points
+        self.plot_metric = "mean_reward"
+        self._queue: queue.Queue[Snapshot] = queue.Queue(maxsize=1)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tracks: dict[str, _RunTrack] = {}
+        self._manifest: dict = {}
+        self._statuses: dict[str, str] = {}
+        self._version = 0
+        self._squeeze_mtime = None
+        self._squeeze_analysis = None
+        self._plot_acc: dict[str, dict[int, dict[str, float]]] = {}
+        self._plot_acc_metric = None
+
+    # -- thread ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="campaign-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Poll now instead of at the next interval (after a command was sent)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            snap = self.poll_once()
+            self._publish(snap)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def _publish(self, snap: Snapshot) -> None:
+        was_empty = True
+        try:
+            self._queue.get_nowait()  # coalesce: the newer full state replaces the unread one
+            was_empty = False
+        except queue.Empty:
+            pass
+        self._queue.put_nowait(snap)
+        if was_empty and self.on_update is not None:
+            self.on_update()
+
+    def take(self) -> Snapshot | None:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    # -- reading ----------------------------------------------------------------------------
+    def run_history(self, name: str) -> dict[str, list[tuple[int, float]]]:
+        with self._lock:
+            track = self._tracks.get(name)
+            return {k: list(v) for k, v in track.history.items()} if track else {}
+
+    def run_dir(self, name: str) -> Path:
+        track = self._tracks.get(name)
+        return track.run_dir if track else self.directory / "runs" / name
+
+    def poll_once(self) -> Snapshot:
+        errors: list[str] = []
+        api = supervisor_api()
+
+        state: dict = {}
+        try:
+            state = api.read_state(self.directory) or {}
+        except Exception as exc:  # noqa: BLE001 - a half-made campaign dir or a transient read
+            errors.append(f"state.json: {exc}")
+        if not self._manifest:
+            try:
+                self._manifest = api.read_manifest(self.directory) or {}
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"manifest.json: {exc}")
+        try:
+            alive = bool(api.supervisor_alive(self.directory))
+        except Exception:  # noqa: BLE001
+            alive = False
+        with self._lock:
+            self._sync_tracks(state)
+            for track in self._tracks.values():
+                try:
+                    lines = track.read()
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(f"{track.name}/metrics.jsonl: {exc}")
+                    continue
+                self._accumulate_plot(track, lines)
+            snap = self._build(state, alive, errors)
+        return snap
+
+    def _manifest_runs(self) -> list[dict]:
+        runs = self._manifest.get("runs") or []
+        if isinstance(runs, dict):
+            runs = [dict(v, name=k) for k, v in runs.items()]
+        return [r for r in runs if isinstance(r, dict) and r.get("name")]
+
+    def _sync_tracks(self, state: dict) -> None:
+        known = {r["name"]: r for r in self._manifest_runs()}
+        for name in list(known) + [n for n in (state.get("runs") or {}) if n not in known]:
+            if name in self._tracks:
+                continue
+            spec = known.get(name, {})
+            rel = spec.get("dir") or spec.get("directory") or f"runs/{name}"
+            condition = spec.get("condition") or spec.get("label") or name.rsplit("_s", 1)[0]
+            if isinstance(condition, dict):
+                condition = condition.get("label") or name.rsplit("_s", 1)[0]
+            self._tracks[name] = _RunTrack(name, self.directory / rel, str(condition),
+                                           spec.get("seed", "-"))
+
+    def _accumulate_plot(self, track: _RunTrack, lines: list[dict]) -> None:
+        metric = self.plot_metric
+        if metric != self._plot_acc_metric:
+            # The chosen metric changed: rebuild the per-condition accumulators from history.
+            self._plot_acc, self._plot_acc_metric = {}, metric
+            for t in self._tracks.values():
+                acc = self._plot_acc.setdefault(t.condition, {})
+                for step, value in t.history.get(metric, []):
+                    acc.setdefault(step, {})[t.name] = value
+            return
+        acc = self._plot_acc.setdefault(track.condition, {})
+        for line in lines:
+            if metric in line and isinstance(line.get("step"), int):
+                acc.setdefault(line["step"], {})[track.name] = _finite(line[metric])
+
+    def _plot_series(self) -> dict:
+        series = {}
+        for condition, by_step in self._plot_acc.items():
+            steps = sorted(by_step)
+            if len(steps) > self.max_plot_points:
+                stride = math.ceil(len(steps) / self.max_plot_points)
+                steps = steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
+            values = []
+            for s in steps:
+                vals = [v for v in by_step[s].values() if not math.isnan(v)]
+                values.append(sum(vals) / len(vals) if vals else math.nan)
+            series[condition] = (steps, values)
+        return series
+
+    def _squeeze(self) -> dict | None:
+        path = self.directory / "squeeze" / "analysis.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        if mtime != self._squeeze_mtime:
+            try:
+                self._squeeze_analysis = json.loads(path.read_text())
+                self._squeeze_mtime = mtime
+            except (OSError, ValueError):
+                pass  # being written; the next poll retries
+        return self._squeeze_analysis
+
+    def _build(self, state: dict, alive: bool, errors: list[str]) -> Snapshot:
+        run_states = state.get("runs") or {}
+        default_max = int(self._manifest.get("max_steps") or 0)
+        rows, failures = [], []
+        for name, track in self._tracks.items():
+            rs = run_states.get(name) or {}
+            status = str(rs.get("status") or "pending")
+            if status == "failed" and self._statuses.get(name) not in (None, "failed"):
+                failures.append(name)
+            self._statuses[name] = status
+            last = track.last
+            step = int(last.get("step", 0)) if last else 0
+            max_steps = int(self._run_max_steps(name) or default_max or 0)
+            recent = [v for _, v in track.history["step_time_s"][-10:]]
+            step_time = median(recent)
+            eta = (max(max_steps - step, 0) * step_time if status in ("running", "pending")
+                   and not math.isnan(step_time) else math.nan)
+            rows.append(RunRow(
+                name=name, condition=track.condition, seed=track.seed, status=status,
+                step=step, max_steps=max_steps, attempt=int(rs.get("attempt") or 0),
+                metrics={m: _finite(last.get(m)) for m in TABLE_METRICS} if last else {},
+                eta_s=eta, error=str(rs.get("error") or ""), exit_code=rs.get("exit_code")))
+        self._version += 1
+        supervisor = dict(state.get("supervisor") or {})
+        return Snapshot(
+            version=self._version, directory=self.directory,
+            campaign=str(state.get("campaign") or self.directory.name), alive=alive,
+            supervisor=supervisor,
+            start_time=supervisor.get("start_time") or self._manifest.get("created_at"),
+            runs=rows, conditions=self._conditions(rows), plot_metric=self._plot_acc_metric
+            or self.plot_metric, plot_series=self._plot_series(), eta_s=self._campaign_eta(rows),
+            squeeze=dict(state.get("squeeze") or {}), squeeze_analysis=self._squeeze(),
+            new_failures=failures, errors=errors, made_at=time.monotonic())
+
+    def _run_max_steps(self, name: str) -> int | None:
+        for spec in self._manifest_runs():
+            if spec["name"] == name:
+                return spec.get("max_steps")
+        return None
+
+    def _conditions(self, rows: list[RunRow]) -> list[ConditionRow]:
+        by_label: dict[str, list[RunRow]] = {}
+        for row in rows:
+            by_label.setdefault(row.condition, []).append(row)
+        out = []
+        for label, group in by_label.items():
+            started = [r for r in group if r.metrics]
+            statuses: dict[str, int] = {}
+            for r in group:
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            out.append(ConditionRow(
+                label=label, seeds=len(group),
+                correct=mean_ci95([r.metrics.get("correct_rate") for r in started]),
+                reward=mean_ci95([r.metrics.get("mean_reward") for r in started]),
+                steps_done=sum(r.step for r in group),
+                steps_total=sum(r.max_steps for r in group), statuses=statuses))
+        return out
+
+    def _campaign_eta(self, rows: list[RunRow]) -> float:
+        left = [r for r in rows if r.status in ("running", "pending")]
+        if not left:
+            return 0.0 if rows else math.nan
+        times = [t for r in rows for _, t in self._tracks[r.name].history["step_time_s"][-10:]]
+        step_time = median(times)
+        if math.isnan(step_time):
+            return math.nan
+        remaining = sum(max(r.max_steps - r.step, 0) for r in left)
+        workers = int(self._manifest.get("max_workers") or 0) or len(left)
+        parallel = self._manifest.get("parallel", True)
+        width = min(workers, len(left)) if parallel else 1
+        return remaining * step_time / max(width, 1)
+
+
+class _FileApi:
+    """Read-only stand-in used only while `retrain_core.supervisor.api` is not importable."""
+
+    @staticmethod
+    def read_state(directory: Path) -> dict:
+        return json.loads((Path(directory) / "state.json").read_text())
+
+    @staticmethod
+    def read_manifest(directory: Path) -> dict:
+        return json.loads((Path(directory) / "manifest.json").read_text())
+
+    @staticmethod
+    def supervisor_alive(directory: Path) -> bool:
+        return False
+
+
+def supervisor_api():
+    try:
+        from retrain_core.supervisor import api
+    except ImportError:
+        return _FileApi
+    return api

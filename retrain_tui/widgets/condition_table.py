@@ -1,0 +1,37 @@
+"""Seeds aggregated per condition: mean ± 95% CI of the latest correct rate and reward."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from retrain_tui.stats import format_mean_ci
+
+
+def status_summary(statuses: dict) -> str:
+    short = {"running": "run", "pending": "pend", "succeeded": "ok", "failed": "fail",
+             "killed": "kill"}
+    return " ".join(f"{n}{short.get(s, s)}" for s, n in sorted(statuses.items()))
+
+
+class ConditionTable(DataTable):
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._rows: list[tuple] = []
+
+    def on_mount(self) -> None:
+        self.add_columns("condition", "n", "correct ± 95%CI", "reward ± 95%CI", "steps",
+                         "runs")
+
+    def show(self, conditions: list) -> None:
+        rows = [(c.label, str(c.seeds), format_mean_ci(*c.correct), format_mean_ci(*c.reward),
+                 f"{c.steps_done}/{c.steps_total}", status_summary(c.statuses))
+                for c in conditions]
+        if rows == self._rows:
+            return
+        cursor = self.cursor_row
+        self.clear()
+        for row in rows:
+            self.add_row(*row)
+        if rows:
+            self.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+        self._rows = rows

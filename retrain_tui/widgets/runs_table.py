@@ -1,0 +1,103 @@
+"""The live runs table: one row per run, coloured status, a progress bar, latest metrics.
+
+Rows are keyed by run name. When the visible set and order are unchanged only the cells
+whose text changed are updated, so a refresh of 64 running runs costs a few cell updates,
+not a table rebuild.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from retrain_tui.stats import format_duration, format_number
+
+STATUS_STYLES = {"pending": "dim", "running": "bold cyan", "succeeded": "bold green",
+                 "failed": "bold red", "killed": "bold magenta"}
+COLUMNS = (("run", "run"), ("condition", "cond"), ("seed", "seed"), ("status", "status"),
+           ("progress", "step/max"), ("mean_reward", "reward"), ("correct_rate", "correct"),
+           ("loss", "loss"), ("sepa_lambda", "λ"), ("step_time_s", "s/step"),
+           ("throttle_wait_s", "wait"), ("eta", "ETA"), ("attempt", "try"))
+SORT_KEYS = ("run", "condition", "seed", "status", "progress", "mean_reward", "correct_rate",
+             "eta")
+STATUS_ORDER = {"failed": 0, "running": 1, "pending": 2, "killed": 3, "succeeded": 4}
+
+
+def progress_cell(step: int, max_steps: int, width: int = 8) -> Text:
+    frac = min(step / max_steps, 1.0) if max_steps else 0.0
+    filled = round(frac * width)
+    bar = Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
+    return bar + Text(f" {step}/{max_steps or '?'}")
+
+
+def row_cells(row) -> tuple:
+    m = row.metrics
+    return (
+        row.name, row.condition, str(row.seed),
+        Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+        progress_cell(row.step, row.max_steps),
+        format_number(m.get("mean_reward")), format_number(m.get("correct_rate")),
+        format_number(m.get("loss")), format_number(m.get("sepa_lambda"), 2),
+        format_number(m.get("step_time_s"), 2), format_number(m.get("throttle_wait_s"), 2),
+        format_duration(row.eta_s), str(row.attempt),
+    )
+
+
+def sort_key(column: str):
+    def key(row):
+        if column == "progress":
+            return row.step / row.max_steps if row.max_steps else 0.0
+        if column == "status":
+            return STATUS_ORDER.get(row.status, 9), row.name
+        if column == "eta":
+            return math.inf if math.isnan(row.eta_s) else row.eta_s
+        if column in ("mean_reward", "correct_rate"):
+            value = row.metrics.get(column, math.nan)
+            return -math.inf if value is None or math.isnan(value) else value
+        if column == "seed":
+            return (0, row.seed) if isinstance(row.seed, int) else (1, str(row.seed))
+        return getattr(row, {"run": "name"}.get(column, column), "")
+    return key
+
+
+class RunsTable(DataTable):
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._order: list[str] = []
+        self._cells: dict[str, tuple] = {}
+
+    def on_mount(self) -> None:
+        for key, title in COLUMNS:
+            self.add_column(title, key=key)
+
+    @property
+    def selected_run(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def show(self, rows: list, sort: str = "run", reverse: bool = False,
+             status: str | None = None, condition: str | None = None) -> None:
+        visible = [r for r in rows if (status is None or r.status == status)
+                   and (condition is None or r.condition == condition)]
+        visible.sort(key=sort_key(sort), reverse=reverse)
+        order = [r.name for r in visible]
+        cells = {r.name: row_cells(r) for r in visible}
+        if order != self._order:
+            selected = self.selected_run
+            self.clear()
+            for name in order:
+                self.add_row(*cells[name], key=name)
+            if selected in order:
+                self.move_cursor(row=order.index(selected), animate=False)
+        else:
+            keys = [k for k, _ in COLUMNS]
+            for name in order:
+                old = self._cells.get(name)
+                for i, cell in enumerate(cells[name]):
+                    if old is None or str(old[i]) != str(cell) or (
+                            isinstance(cell, Text) and old[i].style != cell.style):
+                        self.update_cell(name, keys[i], cell)
+        self._order, self._cells = order, cells
