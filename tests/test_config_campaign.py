@@ -13,6 +13,7 @@ from retrain_core.config import (
     ConfigError,
     config_from_dict,
     config_to_toml,
+    launch_problems,
     load_campaign,
     load_campaign_text,
     load_config,
@@ -197,3 +198,16 @@ def test_config_from_dict_validates_and_fills_defaults() -> None:
 def test_load_config_of_a_campaign_file_is_its_base() -> None:
     cfg = load_config(REPO / "configs" / "demo.toml")
     assert cfg.training.batch_size == 4 and cfg.training.seed == -1
+
+
+def test_launch_problems_name_unavailable_backends(tmp_path: Path) -> None:
+    seed_example = load_campaign(REPO / "configs" / "seed_example.toml")
+    problems = launch_problems(seed_example)
+    assert [(p.key, p.line) for p in problems] == [("backend.backend", 20)]
+    assert '"tinker" is not available' in problems[0].message
+    assert launch_problems(load_campaign(REPO / "configs" / "demo.toml")) == []
+
+
+def test_campaign_directory_loads_its_campaign_toml(tmp_path: Path) -> None:
+    (tmp_path / "campaign.toml").write_text((REPO / "configs" / "demo.toml").read_text())
+    assert len(load_campaign(tmp_path).runs) == 10

@@ -96,6 +96,13 @@ CASES = [
      "[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"), 5, "campaign.conditions[1].transform_mode", "missing"),
     ("aot-override-line", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
      "\nlr = -1\n"), 6, "campaign.conditions[0].lr", "> 0"),
+    ("key-before-any-header", "lr = 1e-5\n[training]\n", 1, "lr", "put it under [training]"),
+    ("section-override-not-table", CAMPAIGN.format(cond='{ advantage_mode = "maxrl", transform_mode = "gtpo", sepa = 3 }'),
+     5, "campaign.conditions[1].sepa", "expected a table of [sepa] keys"),
+    ("campaign-override", CAMPAIGN.format(cond='{ advantage_mode = "maxrl", transform_mode = "gtpo", campaign = { seeds = [1] } }'),
+     5, "campaign.conditions[1].campaign", "cannot be overridden"),
+    ("mode-via-algorithm-table", CAMPAIGN.format(cond='{ advantage_mode = "maxrl", transform_mode = "gtpo", algorithm = { transform_mode = "none" } }'),
+     5, "campaign.conditions[1].algorithm.transform_mode", "directly in the condition"),
     ("aot-subtable-override", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"
      "transform_mode = \"gtpo_sepa\"\n[campaign.conditions.sepa]\nsteps = -3\n"), 6,
      "campaign.conditions[0].sepa.steps", ">= 0"),

@@ -9,6 +9,7 @@ from .campaign import (
     Campaign,
     Condition,
     RunSpec,
+    launch_problems,
     load_campaign,
     load_campaign_text,
     load_config,
@@ -19,7 +20,18 @@ from .load import config_from_dict, config_to_toml
 from .schema import CampaignSection, Config
 
 __all__ = [
-    "Campaign", "CampaignSection", "Condition", "Config", "ConfigError", "Problem", "RunSpec",
-    "config_from_dict", "config_to_toml", "load_campaign", "load_campaign_text", "load_config",
+    "Campaign",
+    "CampaignSection",
+    "Condition",
+    "Config",
+    "ConfigError",
+    "Problem",
+    "RunSpec",
+    "config_from_dict",
+    "config_to_toml",
+    "launch_problems",
+    "load_campaign",
+    "load_campaign_text",
+    "load_config",
     "make_label",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError, Problem, describe, did_you_mean
 from .load import Collector, build_config, check_document, parse_toml
-from .locate import locate_keys
+from .locate import line_of, locate_keys
 from .rules import FIELD_TYPES, check_field
 from .schema import DEFAULT_CONDITIONS, SECTION_TYPES, CampaignSection, Config
 
@@ -109,7 +109,7 @@ def label_problem(label: str) -> str | None:
 
 def _override_targets(out: Collector, key: str, name: str, value: Any) -> list[tuple[str, str, Any, str]]:
     """(section, field, value, problem key) for one condition entry, or [] after a problem."""
-    if name in SECTION_TYPES and isinstance(value, dict) and FIELD_TYPES[name].get(name) != "dict":
+    if name in SECTION_TYPES and isinstance(value, dict):
         targets = []
         for sub, sub_value in value.items():
             if sub not in FIELD_TYPES[name]:
@@ -122,6 +122,8 @@ def _override_targets(out: Collector, key: str, name: str, value: Any) -> list[t
         return [(section, field_name, value, key)]
     if name == "campaign":
         out.add(key, "campaign settings cannot be overridden per condition")
+    elif name in SECTION_TYPES:
+        out.add(key, f"expected a table of [{name}] keys, found {describe(value)}")
     elif name in _OWNERS:
         choices = ", ".join(f"{s}_{name}" for s in _OWNERS[name])
         out.add(key, f"ambiguous override name; write one of {choices}")
@@ -234,6 +236,29 @@ def load_campaign_text(text: str, path: str | Path = "<memory>") -> Campaign:
     return Campaign(Path(path), settings, base, [c for c, _ in conditions], runs, is_campaign=True)
 
 
+LAUNCHABLE_BACKENDS = ("local",)
+
+
+def launch_problems(campaign: Campaign) -> list[Problem]:
+    """Why this valid campaign cannot be launched here (e.g. a backend that is not installed).
+
+    Loading accepts every backend of the schema; launching checks this first so that no
+    run starts when one of them could not.
+    """
+    problems = []
+    try:
+        line = line_of(locate_keys(campaign.source.read_text(encoding="utf-8")), "backend.backend")
+    except (OSError, UnicodeDecodeError):
+        line = 0  # an in-memory document
+    for backend in sorted({r.config.backend.backend for r in campaign.runs}):
+        if backend not in LAUNCHABLE_BACKENDS:
+            problems.append(Problem(str(campaign.source), line, "backend.backend",
+                                    f'backend "{backend}" is not available in this installation '
+                                    f"(available: {', '.join(LAUNCHABLE_BACKENDS)}); the config is "
+                                    "valid but cannot be launched here"))
+    return problems
+
+
 def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -244,6 +269,9 @@ def read_text(path: str | Path) -> str:
 
 
 def load_campaign(path: str | Path) -> Campaign:
+    """Load a campaign or single-run TOML file (a campaign directory: its campaign.toml)."""
+    if Path(path).is_dir() and (Path(path) / "campaign.toml").is_file():
+        path = Path(path) / "campaign.toml"
     return load_campaign_text(read_text(path), path)
 
 

@@ -70,6 +70,16 @@ def unknown_key_message(section: str, name: str) -> str:
     return f"unknown key in [{section}]{hint}"
 
 
+def unknown_section_message(name: str, value: Any, known: list[str]) -> str:
+    if name == "campaign":
+        return "unknown section [campaign]: a run config has no [campaign]"
+    if not isinstance(value, dict):  # a key written before any [section] header
+        owners = other_sections_with(name, "")
+        where = f"; put it under [{owners[0]}]" if owners else did_you_mean(name, known)
+        return f"key outside any section{where}"
+    return f"unknown section [{name}]{did_you_mean(name, known)}"
+
+
 def check_section(out: Collector, section: str, table: Any, key_prefix: str) -> dict[str, Any]:
     """Validated values of one section table (only the keys present, and only valid ones)."""
     if not isinstance(table, dict):
@@ -100,8 +110,7 @@ def check_document(out: Collector, doc: dict[str, Any], allow_campaign: bool = T
     known = list(SECTIONS) if allow_campaign else list(SECTION_TYPES)
     for name, table in doc.items():
         if name not in known:
-            note = " (a run config has no [campaign])" if name == "campaign" else ""
-            out.add(name, f"unknown section [{name}]{did_you_mean(name, known)}{note}")
+            out.add(name, unknown_section_message(name, table, known))
             continue
         if name == "logging" and isinstance(table, dict) and "strategic_grams" in table:
             table = dict(table)
