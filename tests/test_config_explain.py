@@ -105,3 +105,24 @@ def test_retrain_core_never_imports_textual() -> None:
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_differences_show_only_what_a_condition_changes() -> None:
+    from retrain_core.config import load_campaign_text
+    from retrain_core.config.explain import explain_dict, render_text
+    from retrain_core.plan import estimate
+
+    camp = load_campaign_text(
+        '[campaign]\nseeds = [1]\nmax_steps = 100\nconditions = [\n'
+        '  { advantage_mode = "maxrl", transform_mode = "gtpo_sepa" },\n'
+        '  { advantage_mode = "maxrl", transform_mode = "gtpo_sepa", sepa = { steps = 50 } },\n]\n',
+        "ov.toml")
+    est = estimate(camp, step_time_s=36)
+    data = explain_dict(camp, est)
+    assert [c["differs_from_base"] for c in data["conditions"]] == [
+        {}, {"sepa.steps": {"value": 50, "base": 500}}]
+    assert data["conditions"][1]["overrides"] == {"sepa.steps": 50}
+    assert data["conditions"][1]["line"] == 6
+    text = render_text(camp, est)
+    assert "sepa.steps = 50  (base 500)" in text and "training.max_steps" not in text
+    assert "2 runs × 100 steps = 200 steps" in text and "sequential: 2.0 h" in text

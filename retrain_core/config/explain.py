@@ -39,6 +39,8 @@ def flatten_config(cfg) -> dict[str, Any]:
 def condition_differences(campaign: Campaign) -> dict[str, dict[str, dict[str, Any]]]:
     """Per label, the resolved keys whose value differs from the base config (seed aside)."""
     base = flatten_config(campaign.base)
+    if campaign.settings.max_steps is not None:  # every run's default, not a difference
+        base["training.max_steps"] = campaign.settings.max_steps
     seen: dict[str, dict[str, dict[str, Any]]] = {}
     for run in campaign.runs:
         if run.label in seen:
