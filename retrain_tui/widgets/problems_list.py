@@ -28,10 +28,14 @@ class ProblemsList(OptionList):
             where = f"L{p.line}" if p.line else "file"
             key = f" {p.key}:" if p.key else ""
             self.add_option(Option(f"✗ {where}{key} {p.message}", id=f"problem-{i}"))
+        if not problems:
+            self.add_option(Option("✓ valid: no problems", id="problem-none", disabled=True))
         self.set_class(not problems, "-empty")
         self.border_title = f"{len(problems)} problem(s)" if problems else "valid"
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
+        if not self._problems:
+            return
         p = self._problems[event.option_index]
         self.post_message(self.Jump(p.line, p.key))
