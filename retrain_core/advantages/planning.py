@@ -102,7 +102,7 @@ def decode_token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
     doubles = _decode_many(tokenizer, [[i, i] for i in ids])
     pieces = []
     for single, double in zip(singles, doubles):
-        pieces.append(double[len(single):] if double.startswith(single) and single else single)
+        pieces.append(double[len(single):] if double.startswith(single) else single)
     return pieces
 
 
