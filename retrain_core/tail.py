@@ -148,3 +148,28 @@ def read_last_record(path: str | os.PathLike, max_bytes: int = 65536) -> dict | 
         if isinstance(obj, dict):
             return obj
     return None
+
+
+def read_last_records(path: str | os.PathLike, count: int, max_bytes: int = 1 << 20) -> list[dict]:
+    """Up to `count` last complete JSON object lines, oldest first, reading only the end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    out: list[dict] = []
+    for line in reversed(data.split(b"\n")):
+        if len(out) >= count:
+            break
+        if not line.strip():
+            continue
+        try:
+            obj = _loads(line)
+        except _JSONError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out[::-1]

@@ -1,0 +1,137 @@
+"""Creating a campaign directory (SPEC §6): copy of the TOML, manifest, per-run configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import time
+import tomllib
+from pathlib import Path
+
+from retrain_core.config import Campaign, config_to_toml
+
+from .files import (
+    CAMPAIGN_TOML,
+    CONTROL,
+    MANIFEST,
+    RUNS,
+    SQUEEZE,
+    STATE,
+    THROTTLE,
+    atomic_write_json,
+    now,
+)
+
+AVAILABLE_BACKENDS = ("local",)
+
+
+class LaunchError(Exception):
+    """The campaign cannot start (explained to the user, nothing was launched)."""
+
+
+def check_launchable(campaign: Campaign) -> None:
+    bad = sorted({run.config.backend.backend for run in campaign.runs} - set(AVAILABLE_BACKENDS))
+    if bad:
+        raise LaunchError(
+            f"{campaign.source}: [backend].backend = {bad[0]!r} is not available on this machine "
+            f"(available: {', '.join(AVAILABLE_BACKENDS)}); no run was started")
+    if not campaign.runs:
+        raise LaunchError(f"{campaign.source}: the campaign has no runs")
+
+
+def squeeze_requested(source: Path) -> bool:
+    """Whether the file as written has a [squeeze] table (defaults exist either way)."""
+    try:
+        return "squeeze" in tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def new_campaign_dir(logs_dir: Path) -> Path:
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        name = f"campaign_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+        path = logs_dir / name
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise LaunchError(f"could not create a unique campaign directory under {logs_dir}")
+
+
+def initial_run_state() -> dict:
+    return {"status": "pending", "pid": None, "pgid": None, "proc_start_time": None,
+            "attempt": 0, "exit_code": None, "signal": None, "launched_at": None,
+            "ended_at": None, "error": "", "retries": 0, "launching": False}
+
+
+def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs") -> Path:
+    """Lay out `logs/campaign_<stamp>_<id>/` for `campaign` and return its path."""
+    check_launchable(campaign)
+    root = new_campaign_dir(Path(logs_dir))
+    source = Path(campaign.source)
+    shutil.copyfile(source, root / CAMPAIGN_TOML)
+    for sub in (RUNS, THROTTLE, SQUEEZE):
+        (root / sub).mkdir()
+    (root / CONTROL).mkdir(mode=0o700)
+    os.chmod(root / CONTROL, 0o700)  # mkdir's mode is masked by the umask
+
+    max_concurrent = campaign.base.backend.max_concurrent
+    throttle_dir = str((root / THROTTLE).resolve()) if max_concurrent > 0 else ""
+    runs = []
+    for run in campaign.runs:
+        run_dir = root / RUNS / run.name
+        run_dir.mkdir()
+        cfg = dataclasses.replace(
+            run.config,
+            backend=dataclasses.replace(run.config.backend, throttle_dir=throttle_dir),
+            logging=dataclasses.replace(run.config.logging, log_dir=str(run_dir.resolve())),
+        )
+        (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+        runs.append({"name": run.name, "condition": run.label, "seed": run.seed,
+                     "advantage_mode": run.condition.advantage_mode,
+                     "transform_mode": run.condition.transform_mode,
+                     "overrides": run.condition.overrides, "max_steps": cfg.training.max_steps,
+                     "dir": f"{RUNS}/{run.name}", "config": f"{RUNS}/{run.name}/config.toml"})
+
+    settings = campaign.settings
+    squeeze_cfg = campaign.base.squeeze
+    manifest = {
+        "campaign": root.name,
+        "timestamp": now(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": str(source.resolve()),
+        "config": CAMPAIGN_TOML,
+        "cwd": os.getcwd(),  # relative paths inside the config resolve against it
+        "conditions": [{"label": c.label, "advantage_mode": c.advantage_mode,
+                        "transform_mode": c.transform_mode, "overrides": c.overrides}
+                       for c in campaign.conditions],
+        "seeds": list(dict.fromkeys(run.seed for run in campaign.runs)),
+        "max_steps": runs[0]["max_steps"],
+        "parallel": settings.parallel,
+        "max_workers": settings.max_workers,
+        "stagger_seconds": settings.stagger_seconds,
+        "max_retries": settings.max_retries,
+        "max_concurrent": max_concurrent,
+        "throttle": THROTTLE if throttle_dir else "",
+        "model": campaign.base.model.model,
+        "runs": runs,
+        "squeeze": {"enabled": squeeze_requested(source),
+                    "threshold": squeeze_cfg.min_variance_retention,
+                    "wandb_project": campaign.base.logging.wandb_project,
+                    "recommended_rank": None},
+    }
+    atomic_write_json(root / MANIFEST, manifest)
+    state = {
+        "campaign": root.name, "updated_at": now(),
+        "supervisor": {"pid": None, "start_time": None, "heartbeat": None, "paused": False,
+                       "pause_reason": "", "stopping": False},
+        "runs": {r["name"]: initial_run_state() for r in runs},
+        "squeeze": {"status": "pending" if manifest["squeeze"]["enabled"] else "none",
+                    "error": "", "run": ""},
+    }
+    atomic_write_json(root / STATE, state)
+    return root

@@ -1,0 +1,75 @@
+"""`retrain campaign CONFIG [--logs-dir logs] [--foreground]` and `retrain campaign --resume DIR`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import api
+from .files import SUPERVISOR_LOG
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", nargs="?", help="campaign TOML")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="start a new supervisor for an existing campaign directory")
+    parser.add_argument("--logs-dir", default="logs", help="where campaign directories go")
+    parser.add_argument("--foreground", action="store_true",
+                        help="run the supervisor in this terminal and print progress")
+    parser.add_argument("--grace-seconds", type=float, default=10.0,
+                        help="SIGTERM-to-SIGKILL grace period when a run is killed (default 10)")
+
+
+def _log_tail(root: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join((root / SUPERVISOR_LOG).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def main(args) -> int:
+    from retrain_core.config import ConfigError
+
+    from .campdir import LaunchError, create_campaign_dir
+    from .daemon import AlreadyRunning, Supervisor
+
+    if bool(args.config) == bool(args.resume):
+        print("retrain campaign: give either CONFIG or --resume DIR", file=sys.stderr)
+        return 2
+    if args.resume:
+        root = Path(args.resume)
+        if not (root / "manifest.json").exists():
+            print(f"retrain campaign: {root} is not a campaign directory", file=sys.stderr)
+            return 2
+        if api.supervisor_alive(root):
+            print(f"retrain campaign: a supervisor is already running for {root}", file=sys.stderr)
+            return 3
+    else:
+        from retrain_core.config import load_campaign
+
+        try:
+            campaign = load_campaign(args.config)
+            root = create_campaign_dir(campaign, args.logs_dir)
+        except ConfigError as exc:
+            print(f"retrain campaign: invalid config\n{exc}", file=sys.stderr)
+            return 2
+        except LaunchError as exc:
+            print(f"retrain campaign: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"retrain campaign: {exc}", file=sys.stderr)
+            return 2
+    if args.foreground:
+        print(f"campaign directory: {root}", flush=True)
+        try:
+            return Supervisor(root, args.grace_seconds, echo=True).run()
+        except AlreadyRunning as exc:
+            print(f"retrain campaign: {exc}", file=sys.stderr)
+            return 3
+    api.start_supervisor(root, args.grace_seconds)
+    if not api.wait_started(root):
+        print(f"retrain campaign: the supervisor did not start; see {root / SUPERVISOR_LOG}:\n"
+              f"{_log_tail(root)}", file=sys.stderr)
+        return 1
+    print(root)
+    return 0

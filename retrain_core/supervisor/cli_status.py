@@ -1,0 +1,125 @@
+"""`retrain status [DIR|LOGS_DIR] [--json]`: campaigns, runs, progress, failures, ETA."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from retrain_core.tail import read_last_records
+
+from . import api
+
+METRIC_KEYS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
+               "step_time_s", "throttle_wait_s", "time")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("target", nargs="?", default="logs",
+                        help="a campaign directory, or a logs directory holding campaigns")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
+    records = read_last_records(root / entry["dir"] / "metrics.jsonl", 20)
+    last = records[-1] if records else {}
+    step = last.get("step")
+    max_steps = entry.get("max_steps")
+    times = [r["step_time_s"] for r in records if isinstance(r.get("step_time_s"), (int, float))]
+    step_time = statistics.median(times) if times else None
+    eta = None
+    if rstate.get("status") == "running" and step_time is not None and max_steps:
+        eta = max(0, max_steps - (step or 0)) * step_time
+    return {"name": entry["name"], "condition": entry.get("condition"), "seed": entry.get("seed"),
+            "status": rstate.get("status", "unknown"), "attempt": rstate.get("attempt", 0),
+            "step": step, "max_steps": max_steps, "exit_code": rstate.get("exit_code"),
+            "signal": rstate.get("signal"), "error": rstate.get("error", ""),
+            "pid": rstate.get("pid"), "launched_at": rstate.get("launched_at"),
+            "ended_at": rstate.get("ended_at"), "step_time_s": step_time, "eta_s": eta,
+            "metrics": {k: last[k] for k in METRIC_KEYS if k in last}}
+
+
+def campaign_summary(root: Path) -> dict:
+    manifest, state = api.read_manifest(root), api.read_state(root)
+    sup = state.get("supervisor", {})
+    runs = [run_summary(root, e, state.get("runs", {}).get(e["name"], {}))
+            for e in manifest.get("runs", [])]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    # Campaign ETA: remaining steps of unfinished runs at the observed median step time,
+    # spread over the effective parallelism.
+    step_times = [r["step_time_s"] for r in runs if r["step_time_s"]]
+    eta = None
+    if step_times and any(r["status"] in ("pending", "running") for r in runs):
+        median = statistics.median(step_times)
+        remaining = sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0))
+                        for r in runs if r["status"] in ("pending", "running"))
+        workers = 1
+        if manifest.get("parallel"):
+            workers = min(manifest.get("max_workers") or len(runs), len(runs))
+        eta = remaining * median / max(1, workers)
+    heartbeat = sup.get("heartbeat")
+    return {"dir": str(root), "campaign": manifest.get("campaign", root.name),
+            "created": manifest.get("created"),
+            "supervisor": {"alive": api.supervisor_alive(root), "pid": sup.get("pid"),
+                           "paused": sup.get("paused", False), "pause_reason": sup.get("pause_reason", ""),
+                           "stopping": sup.get("stopping", False),
+                           "heartbeat_age_s": time.time() - heartbeat if heartbeat else None},
+            "counts": counts, "eta_s": eta,
+            "squeeze": {**state.get("squeeze", {}),
+                        "recommended_rank": manifest.get("squeeze", {}).get("recommended_rank")},
+            "runs": runs}
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def print_campaign(c: dict) -> None:
+    sup = c["supervisor"]
+    state = "running" if sup["alive"] else "no supervisor"
+    if sup["paused"]:
+        state += f", paused ({sup['pause_reason']})"
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(c["counts"].items()))
+    print(f"{c['campaign']}  [{state}]  {counts}  ETA {_fmt_eta(c['eta_s'])}")
+    print(f"  {c['dir']}")
+    sq = c["squeeze"]
+    if sq.get("status") not in (None, "none"):
+        rank = sq.get("recommended_rank")
+        print(f"  squeeze: {sq['status']}" + (f", recommended rank {rank}" if rank else "")
+              + (f" ({sq['error'].splitlines()[0]})" if sq.get("error") else ""))
+    for r in c["runs"]:
+        step = f"{r['step'] if r['step'] is not None else '-'}/{r['max_steps'] or '-'}"
+        m = r["metrics"]
+        metrics = "  ".join(f"{k}={m[k]:.3g}" for k in ("mean_reward", "correct_rate", "loss")
+                            if isinstance(m.get(k), (int, float)))
+        end = ""
+        if r["status"] in ("failed", "killed"):
+            end = f"exit {r['exit_code']}" if r["signal"] is None else f"signal {r['signal']}"
+            if r["error"]:
+                end += f": {r['error'].splitlines()[-1][:100]}"
+        print(f"  {r['name']:34s} {r['status']:9s} a{r['attempt']} {step:>9s}  "
+              f"{metrics}  {end or ('ETA ' + _fmt_eta(r['eta_s']) if r['eta_s'] is not None else '')}")
+
+
+def main(args) -> int:
+    target = Path(args.target)
+    campaigns = api.find_campaigns(target)
+    if not campaigns and not target.exists():
+        print(f"retrain status: {target} does not exist", file=sys.stderr)
+        return 2
+    summaries = [campaign_summary(c) for c in campaigns]
+    if args.json:
+        print(json.dumps({"campaigns": summaries}, indent=1))
+        return 0
+    if not summaries:
+        print(f"no campaigns under {target}")
+    for c in summaries:
+        print_campaign(c)
+    return 0

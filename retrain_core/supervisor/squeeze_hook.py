@@ -1,0 +1,100 @@
+"""Auto-squeeze: after the first run succeeds, analyse its final adapter (SPEC §9).
+
+Runs `retrain squeeze ADAPTER --threshold X --analysis-out DIR/squeeze/analysis.json` as a
+subprocess; `state["squeeze"]` follows it (none/pending/running/done/failed) and the
+recommended rank goes into manifest.json. A failure here never stops the campaign.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from .files import MANIFEST, RUNS, SQUEEZE, atomic_write_json, read_json
+
+SQUEEZE_ENV = "RETRAIN_SQUEEZE_CMD"  # replaces `python -m retrain_core.cli squeeze` (tests)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class SqueezeHook:
+    def __init__(self, root: Path, manifest: dict, state: dict, log) -> None:
+        self.root, self.manifest, self.state, self.log = root, manifest, state, log
+        self.proc: subprocess.Popen | None = None
+        sq = state.setdefault("squeeze", {"status": "none", "error": "", "run": ""})
+        if sq.get("status") == "running":  # an earlier supervisor died mid-analysis
+            sq["status"] = "pending"
+
+    @property
+    def status(self) -> str:
+        return self.state["squeeze"]["status"]
+
+    def busy(self) -> bool:
+        return self.proc is not None
+
+    def maybe_start(self) -> bool:
+        """Start the analysis if it is due and a run has succeeded; True if state changed."""
+        if self.status != "pending" or self.proc is not None:
+            return False
+        done = [n for n, r in self.state["runs"].items() if r["status"] == "succeeded"]
+        if not done:
+            return False
+        run = done[0]
+        sq_dir = self.root / SQUEEZE
+        sq_dir.mkdir(exist_ok=True)
+        cfg = self.manifest.get("squeeze", {})
+        prefix = shlex.split(os.environ.get(SQUEEZE_ENV, "")) or [
+            sys.executable, "-m", "retrain_core.cli", "squeeze"]
+        cmd = [*prefix, str(self.root / RUNS / run / "checkpoints" / "final"),
+               "--threshold", str(cfg.get("threshold", 0.95)),
+               "--analysis-out", str(sq_dir / "analysis.json")]
+        if cfg.get("wandb_project"):
+            cmd += ["--wandb-project", cfg["wandb_project"]]
+        with open(sq_dir / "squeeze.log", "ab") as log:
+            try:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                self._finish(False, f"cannot start squeeze: {exc}")
+                return True
+        self.state["squeeze"].update(status="running", run=run, error="")
+        self.log(f"squeeze: analysing {run}/checkpoints/final")
+        return True
+
+    def tick(self) -> bool:
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        code, self.proc = self.proc.returncode, None
+        analysis = read_json(self.root / SQUEEZE / "analysis.json")
+        rank = analysis.get("recommended_rank") if isinstance(analysis, dict) else None
+        if code == 0 and rank is not None:
+            self._finish(True, "", rank)
+        else:
+            tail = _tail(self.root / SQUEEZE / "squeeze.log")
+            self._finish(False, f"squeeze exited with code {code}" + (f": {tail}" if tail else ""))
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self._finish(False, "stopped with the campaign")
+
+    def _finish(self, ok: bool, error: str, rank: int | None = None) -> None:
+        self.state["squeeze"].update(status="done" if ok else "failed", error=error)
+        if ok:
+            self.manifest.setdefault("squeeze", {})["recommended_rank"] = rank
+            atomic_write_json(self.root / MANIFEST, self.manifest)
+            self.log(f"squeeze: recommended rank {rank}")
+        else:
+            self.log(f"squeeze failed (the campaign goes on): {error}")
