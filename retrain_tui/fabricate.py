@@ -63,7 +63,7 @@ def make_campaign(root: Path, name: str = "campaign_20260101_000000_demo",
         with open(run_dir / "metrics.jsonl", "w") as fh:
             fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(1, steps.get(run, 0) + 1))
     write_json(directory / "manifest.json", {
-        "timestamp": "20260101_000000", "source": "configs/demo.toml",
+        "campaign": name, "timestamp": FIXED_TIME, "source": "configs/demo.toml",
         "conditions": [{"label": c} for c in conditions], "seeds": list(seeds),
         "max_steps": max_steps, "parallel": True, "max_workers": 2,
         "runs": [{"name": r, "condition": c, "overrides": {}, "seed": s, "dir": f"runs/{r}",

@@ -306,11 +306,19 @@ class CampaignWatcher:
             version=self._version, directory=self.directory,
             campaign=str(state.get("campaign") or self.directory.name), alive=alive,
             supervisor=supervisor,
-            start_time=supervisor.get("start_time") or self._manifest.get("created_at"),
+            start_time=self._start_time(supervisor),
             runs=rows, conditions=self._conditions(rows), plot_metric=self._plot_acc_metric
             or self.plot_metric, plot_series=self._plot_series(), eta_s=self._campaign_eta(rows),
             squeeze=dict(state.get("squeeze") or {}), squeeze_analysis=self._squeeze(),
             new_failures=failures, errors=errors, made_at=time.monotonic())
+
+    def _start_time(self, supervisor: dict) -> float | None:
+        """When the campaign was created (manifest), else when its supervisor started."""
+        stamp = self._manifest.get("timestamp")
+        if isinstance(stamp, (int, float)) and stamp > 0:
+            return float(stamp)
+        start = supervisor.get("start_time")
+        return float(start) if isinstance(start, (int, float)) else None
 
     def _run_max_steps(self, name: str) -> int | None:
         for spec in self._manifest_runs():

@@ -91,6 +91,8 @@ class PickerScreen(Screen):
         if not items:
             view.add_option(Option("nothing found: run `retrain-tui CONFIG.toml`",
                                    disabled=True))
+        else:
+            view.highlighted = 0
         view.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

@@ -1,0 +1,250 @@
+"""Pilot tests of the monitor, run detail, squeeze panel, help and picker against
+fabricated campaign directories (SPEC §6 shapes; no supervisor process)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from retrain_core.config import config_to_toml, load_campaign
+from retrain_tui.app import RetrainApp
+from retrain_tui.fabricate import (
+    FIXED_TIME,
+    SQUEEZE_ANALYSIS,
+    append_metrics,
+    make_campaign,
+    write_json,
+    write_state,
+)
+from retrain_tui.screens.monitor import MonitorScreen
+from retrain_tui.watcher import CampaignWatcher
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = (100, 30)
+RUNNING = {"grpo+none_s42": "running", "grpo+none_s101": "running",
+           "maxrl+gtpo_sepa_s42": "succeeded", "maxrl+gtpo_sepa_s101": "pending"}
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+def append_text(path: Path, text: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(text)
+
+
+def cell(screen, run: str, column: str) -> str:
+    return str(screen.query_one("#runs-table").get_cell(run, column))
+
+
+def table_text(screen) -> list[list[str]]:
+    table = screen.query_one("#runs-table")
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def dismiss_resume_offer(pilot) -> None:
+    """No supervisor runs behind a fabricated campaign: decline the resume offer."""
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, MonitorScreen))
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, MonitorScreen))
+
+
+async def test_rows_update_as_metrics_are_appended(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3, "grpo+none_s101": 2,
+                                               "maxrl+gtpo_sepa_s42": 30}, statuses=RUNNING)
+    app = RetrainApp(directory, strict=True, poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await dismiss_resume_offer(pilot)
+        screen = app.screen
+        await wait_for(pilot, lambda: "3/30" in cell(screen, "grpo+none_s42", "progress"))
+        assert cell(screen, "grpo+none_s42", "status") == "running"
+        assert "supervisor gone" in str(screen.query_one("#campaign-header").render())
+        append_metrics(directory, "grpo+none_s42", "grpo+none", 42, 4, 5)
+        await wait_for(pilot, lambda: "8/30" in cell(screen, "grpo+none_s42", "progress"))
+        snap = screen.snapshot
+        row = snap.run("grpo+none_s42")
+        assert row.step == 8 and row.metrics["mean_reward"] > 0
+        assert cell(screen, "grpo+none_s42", "mean_reward") == f"{row.metrics['mean_reward']:.3f}"
+        # condition aggregate over both seeds of grpo+none: mean ± CI of the latest values
+        agg = next(c for c in snap.conditions if c.label == "grpo+none")
+        assert agg.seeds == 2 and agg.steps_done == 10 and agg.steps_total == 60
+        latest = [snap.run(n).metrics["correct_rate"] for n in ("grpo+none_s42", "grpo+none_s101")]
+        assert abs(agg.correct[0] - sum(latest) / 2) < 1e-9 and agg.correct[1] > 0
+        steps, values = snap.plot_series["grpo+none"]
+        assert steps == list(range(1, 9)) and len(values) == 8
+        # a partial line is not shown until its newline arrives
+        append_text(directory / "runs" / "grpo+none_s42" / "metrics.jsonl",
+                    '{"step": 9, "mean_reward"')
+        await pilot.pause(0.4)
+        assert screen.snapshot.run("grpo+none_s42").step == 8
+
+
+async def test_failed_run_raises_a_notification(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3}, statuses=RUNNING)
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.refresh_now()
+        await pilot.press("n")  # read-only
+        write_state(directory, {**RUNNING, "grpo+none_s42": "failed"})
+        screen.refresh_now()
+        await pilot.pause()
+        failed = [n for n in app._notifications if "grpo+none_s42 failed" in n.message]
+        assert failed and failed[0].severity == "error" and "exit code 1" in failed[0].message
+        assert cell(screen, "grpo+none_s42", "status") == "failed"
+
+
+async def test_sort_filter_and_read_only_kill(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3, "grpo+none_s101": 9,
+                                               "maxrl+gtpo_sepa_s42": 30}, statuses=RUNNING)
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.refresh_now()
+        await pilot.press("n")
+        screen.query_one("#runs-table").focus()
+        await pilot.press("f")  # status filter: running
+        assert [r[0] for r in table_text(screen)] == ["grpo+none_s101", "grpo+none_s42"]
+        await pilot.press("f", "f", "f", "f", "f")  # back to all
+        await pilot.press("o", "o", "o", "o")  # sort: progress
+        assert screen.sort == "progress"
+        assert [r[0] for r in table_text(screen)][-1] == "maxrl+gtpo_sepa_s42"
+        await pilot.press("O")
+        assert table_text(screen)[0][0] == "maxrl+gtpo_sepa_s42"
+        await pilot.press("c")  # condition filter
+        assert {r[1] for r in table_text(screen)} == {"grpo+none"}
+        # the supervisor is gone: kill is refused, nothing is sent
+        await pilot.press("K")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+        assert any("not running" in n.message for n in app._notifications)
+        assert not list((directory).glob("control/*"))
+
+
+async def test_reattach_shows_the_same_state(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 7, "grpo+none_s101": 30,
+                                               "maxrl+gtpo_sepa_s42": 12},
+                              statuses={"grpo+none_s101": "succeeded",
+                                        "grpo+none_s42": "killed",
+                                        "maxrl+gtpo_sepa_s42": "failed",
+                                        "maxrl+gtpo_sepa_s101": "succeeded"})
+    seen = []
+    for _ in range(2):
+        app = RetrainApp(directory, strict=True, start_watchers=False,
+                         clock=lambda: FIXED_TIME + 60)
+        async with app.run_test(size=SIZE) as pilot:
+            app.screen.refresh_now()
+            await pilot.pause()
+            assert isinstance(app.screen, MonitorScreen)  # all runs ended: no resume offer
+            seen.append((table_text(app.screen),
+                         str(app.screen.query_one("#campaign-header").render()),
+                         str(app.screen.query_one("#condition-agg").get_row_at(0))))
+            await pilot.press("q")
+    assert seen[0] == seen[1]
+    assert "killed" in str(seen[0][0])
+
+
+async def test_run_detail_tails_logs_and_diffs_config(tmp_path: Path) -> None:
+    demo = (REPO / "configs" / "demo.toml").read_text()
+    directory = make_campaign(tmp_path, conditions=("grpo+none",), seeds=(42,),
+                              steps={"grpo+none_s42": 5}, statuses={"grpo+none_s42": "running"},
+                              campaign_toml=demo)
+    run_dir = directory / "runs" / "grpo+none_s42"
+    campaign = load_campaign(directory / "campaign.toml")
+    (run_dir / "config.toml").write_text(config_to_toml(campaign.runs[0].config))
+    append_text(run_dir / "stdout.log", "".join(f"line {i}\n" for i in range(20000)))
+    (run_dir / "emergence").mkdir()
+    append_text(run_dir / "emergence" / "generations.jsonl",
+                '{"step": 5, "prompt": "What is 2+3?", "completion": "\\\\boxed{5}", '
+                '"reward": 1.0, "num_tokens": 7}\n')
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        monitor = app.screen
+        monitor.refresh_now()
+        await pilot.press("n")
+        monitor.query_one("#runs-table").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
+        detail = app.screen
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        log = detail.query_one("#stdout-tail")
+        assert log.lines[-1] == "line 19999" and len(log.lines) == 100
+        assert "boxed{5}" in str(detail.query_one("#generations-text").render())
+        diff = detail.query_one("#config-diff")
+        keys = [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)]
+        assert "training.seed" in keys and "training.max_steps" in keys
+        assert "model.model" not in keys
+        await pilot.press("escape")
+        assert app.screen is monitor
+
+
+async def test_squeeze_panel_highlights_recommended_row(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, statuses={r: "succeeded" for r in RUNNING})
+    write_json(directory / "squeeze" / "analysis.json", SQUEEZE_ANALYSIS)
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.refresh_now()
+        await pilot.press("S")
+        await pilot.pause()
+        screen = app.screen
+        summary = str(screen.query_one("#squeeze-summary").render())
+        assert "recommended rank 4" in summary and "model.layers.0.mlp.down_proj" in summary
+        table = screen.query_one("#squeeze-table")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [str(r[0]) for r in rows] == ["1", "2", "4", "8"]
+        assert "recommended" in str(rows[2][-1]) and rows[2][0].style
+        assert not rows[1][0].style
+
+
+async def test_help_lists_bindings_with_ids(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, statuses={r: "succeeded" for r in RUNNING})
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        table = app.screen.query_one("#help-table")
+        rows = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[2])
+                for i in range(table.row_count)}
+        for binding_id in ("kill", "restart", "pause", "squeeze", "detail", "quit", "help"):
+            assert binding_id in rows
+        assert rows["kill"] == "Kill"
+
+
+async def test_picker_lists_campaigns_and_configs(tmp_path: Path, monkeypatch) -> None:
+    make_campaign(tmp_path / "logs", statuses={r: "succeeded" for r in RUNNING})
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.toml").write_text((REPO / "configs" / "demo.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    app = RetrainApp(None, logs_dir=Path("logs"), strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        options = app.screen.query_one("#picker-list")
+        texts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert "campaign_20260101_000000_demo" in texts[0] and "4 succeeded" in texts[0]
+        assert any("configs/demo.toml" in t for t in texts)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+
+
+def test_watcher_coalesces_snapshots(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3}, statuses=RUNNING)
+    wakes = []
+    watcher = CampaignWatcher(directory, interval=0.02, on_update=lambda: wakes.append(1))
+    watcher.start()
+    try:
+        time.sleep(0.5)  # the UI never takes: snapshots replace each other in the queue
+    finally:
+        watcher.stop()
+    snap = watcher.take()
+    assert len(wakes) == 1 and snap is not None and snap.version > 3
+    assert watcher.take() is None
+    asyncio.run(asyncio.sleep(0))
