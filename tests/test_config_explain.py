@@ -37,7 +37,8 @@ def test_json_output_is_stable(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["schema"] == 1 and data["ok"] is True
     assert set(data) == {"schema", "ok", "source", "is_campaign", "counts", "settings",
-                         "conditions", "runs", "base", "estimate"}
+                         "conditions", "runs", "base", "estimate", "launch_problems"}
+    assert data["launch_problems"] == []
     assert data["counts"] == {"conditions": 5, "seeds": 8, "runs": 40, "total_steps": 20000}
     assert data["settings"]["max_workers"] == 4 and data["settings"]["parallel"] is True
     assert data["conditions"][0]["label"] == "grpo+none"
@@ -94,6 +95,8 @@ def test_seed_example_explains() -> None:
     assert result.returncode == 0, result.stderr
     assert "2 conditions × 4 seeds = 8 runs, 400 steps" in result.stdout
     assert "backend tinker" in result.stdout
+    assert ('Note: configs/seed_example.toml:20: backend.backend: backend "tinker" is not available'
+            in result.stdout)
 
 
 def test_retrain_core_never_imports_textual() -> None:

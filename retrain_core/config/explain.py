@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from .campaign import Campaign
+from .campaign import Campaign, launch_problems
 from .errors import ConfigError
 
 JSON_SCHEMA_VERSION = 1
@@ -77,6 +77,7 @@ def explain_dict(campaign: Campaign, est) -> dict[str, Any]:
                   "max_steps": r.config.training.max_steps} for r in campaign.runs],
         "base": campaign.base.to_dict(),
         "estimate": est.to_dict(),
+        "launch_problems": [p.to_dict() for p in launch_problems(campaign)],
     }
 
 
@@ -130,6 +131,8 @@ def render_text(campaign: Campaign, est) -> str:
         stagger = f" (+{est.stagger:g} s stagger)" if est.stagger else ""
         lines.append(f"  wall time: {format_hours(est.wall_hours)} with {workers} "
                      f"worker{'s' * (workers != 1)}{stagger}")
+    for problem in launch_problems(campaign):
+        lines += ["", f"Note: {problem}"]
     return "\n".join(lines)
 
 
