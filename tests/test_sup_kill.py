@@ -6,14 +6,22 @@ import json
 
 import psutil
 import pytest
-from test_sup_helpers import (  # noqa: F401  (procs is a fixture)
-    campaign_over, fake_env, launch, procs, retrain, run_processes, state, statuses,
-    wait_until, write_campaign,
+from test_sup_helpers import (
+    campaign_over,
+    fake_env,
+    launch,
+    procs,  # noqa: F401  (fixture: kills leftovers at teardown)
+    retrain,
+    run_processes,
+    state,
+    statuses,
+    wait_until,
+    write_campaign,
 )
 
 from retrain_core.throttle import read_holders
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("procs")]
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -24,7 +32,7 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def test_kill_run_with_escaping_grandchildren(tmp_path, procs):
+def test_kill_run_with_escaping_grandchildren(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(7,), conditions=1, max_steps=500, max_concurrent=1)
     env = fake_env(tmp_path, spawn=1, step_s=0.2)
     root = launch(tmp_path, cfg, env, "--grace-seconds", "1")
@@ -34,8 +42,8 @@ def test_kill_run_with_escaping_grandchildren(tmp_path, procs):
                20, what="trainer with grandchildren holding a throttle slot")
     # Every process of the run: wrapper, trainer, 3 children and the orphaned grandchild
     # in its own session (found by the run marker, its parent is gone).
-    tree = wait_until(lambda: (lambda p: p if len(p) >= 6 else None)(run_processes(root.name)), 10,
-                      what="six processes in the run")
+    wait_until(lambda: len(run_processes(root.name)) >= 6, 10, what="six processes in the run")
+    tree = run_processes(root.name)
     sessions = {p.pid: psutil.Process(p.pid).as_dict(["cmdline"])["cmdline"] for p in tree}
     assert any("303" in " ".join(c) for c in sessions.values()), sessions
     assert any(p.pid == json.loads((run_dir / "fake_children.json").read_text())[1] for p in tree)
@@ -51,7 +59,7 @@ def test_kill_run_with_escaping_grandchildren(tmp_path, procs):
     wait_until(lambda: campaign_over(root), 10, what="supervisor exit")
 
 
-def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path, procs):
+def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(3,), conditions=1, max_steps=400)
     env = fake_env(tmp_path, step_s=0.05)
     root = launch(tmp_path, cfg, env, "--grace-seconds", "5")
@@ -75,7 +83,7 @@ def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path, procs):
     assert (run_dir / "metrics.jsonl").exists()  # everything kept on disk
 
 
-def test_pause_unpause_and_stop(tmp_path, procs):
+def test_pause_unpause_and_stop(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=6)
     env = fake_env(tmp_path, step_s=0.1)
     root = launch(tmp_path, cfg, env)
@@ -91,7 +99,7 @@ def test_pause_unpause_and_stop(tmp_path, procs):
     assert statuses(root) == {"grpo+none_s1": "succeeded", "grpo+none_s2": "succeeded"}
 
 
-def test_control_cli_errors(tmp_path, procs):
+def test_control_cli_errors(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=2)
     env = fake_env(tmp_path)
     root = launch(tmp_path, cfg, env)
