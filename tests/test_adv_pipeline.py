@@ -145,3 +145,9 @@ def test_uncertainty_aliases():
 def test_correct_rate():
     assert correct_rate(torch.tensor([1.0, 0.5, 0.51, 0.0])) == 0.5
     assert correct_rate(torch.tensor([])) == 0.0
+
+
+def test_hicra_alpha_outside_unit_interval_is_rejected():
+    rewards, group_ids, lp, mask, planning = batch()
+    with pytest.raises(ValueError, match="hicra.alpha"):
+        compute_advantages(rewards, group_ids, lp, mask, planning, transform_mode="gtpo_hicra", hicra_alpha=1.5)

@@ -64,7 +64,12 @@ def gtpo_token_advantages(
 
 
 def apply_hicra(token_adv: torch.Tensor, planning_mask: torch.Tensor, alpha: float) -> torch.Tensor:
-    """HICRA: A_t + α|A_t| on planning tokens, unchanged elsewhere."""
+    """HICRA: A_t + α|A_t| on planning tokens, unchanged elsewhere.
+
+    α must lie in [0, 1]: beyond 1 a negative advantage would change sign.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"hicra.alpha must be in [0, 1] (a larger α flips negative advantages), got {alpha!r}")
     return token_adv + alpha * token_adv.abs() * as_weight(planning_mask, token_adv.dtype)
 
 
