@@ -96,6 +96,7 @@ CASES = [
      "[[campaign.conditions]]\nadvantage_mode = \"maxrl\"\n"), 5, "campaign.conditions[1].transform_mode", "missing"),
     ("aot-override-line", ("[campaign]\n[[campaign.conditions]]\nadvantage_mode = \"grpo\"\ntransform_mode = \"none\"\n"
      "\nlr = -1\n"), 6, "campaign.conditions[0].lr", "> 0"),
+    ("bad-devices", "[backend]\ndevices = \"gpu:0\"\n", 2, "backend.devices", "cuda:N"),
     ("key-before-any-header", "lr = 1e-5\n[training]\n", 1, "lr", "put it under [training]"),
     ("section-override-not-table", CAMPAIGN.format(cond='{ advantage_mode = "maxrl", transform_mode = "gtpo", sepa = 3 }'),
      5, "campaign.conditions[1].sepa", "expected a table of [sepa] keys"),
