@@ -102,6 +102,16 @@ def append_metrics(directory: Path, run: str, condition: str, seed: int, first: 
         fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(first, first + count))
 
 
+def mark_supervisor_alive(directory: Path) -> None:
+    """Record this very process as the campaign's supervisor, so `supervisor_alive` is true
+    (pid and process start time match) without a supervisor running."""
+    import psutil
+
+    me = psutil.Process()
+    write_json(Path(directory) / "supervisor.pid", {"pid": me.pid,
+                                                   "start_time": me.create_time()})
+
+
 SQUEEZE_ANALYSIS = {
     "adapter": "runs/grpo+none_s42/checkpoints/final", "source_rank": 8,
     "recommended_rank": 4, "threshold": 0.95, "num_layers": 2,

@@ -212,6 +212,10 @@ class MonitorScreen(Screen):
 
     def action_kill(self, run: str | None = None) -> None:
         run = run or self.selected_run
+        row = self.snapshot.run(run) if self.snapshot and run else None
+        if row and row.status not in ("running", "pending"):
+            self.app.notify(f"{run} has already ended ({row.status})", severity="warning")
+            return
         if run and self._require_supervisor():
             self.app.push_screen(
                 ConfirmDialog(f"Kill {run}?", "Its process group gets SIGTERM; the other runs "

@@ -46,7 +46,7 @@ class RunDetailScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◉")
-        yield Static("", id="detail-header")
+        yield Static("", id="detail-header", markup=False)
         with TabbedContent(id="detail-tabs"):
             with TabPane("Metrics", id="tab-metrics"), Horizontal(id="detail-plots"):
                 for name, _ in PLOT_GROUPS:
