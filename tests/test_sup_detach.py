@@ -1,0 +1,118 @@
+"""The supervisor outlives its terminal and its own death; recorded pids are verified."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+from test_sup_helpers import (
+    PY,
+    campaign_over,
+    fake_env,
+    procs,  # noqa: F401  (fixture: kills leftovers at teardown)
+    retrain,
+    run_processes,
+    state,
+    wait_until,
+    write_campaign,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("procs")]
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sighup_to_terminal_group_and_launcher_exit(tmp_path):
+    cfg = write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=12, parallel=True)
+    env = fake_env(tmp_path, step_s=0.1)
+    # A stand-in login shell: its own session/process group, like a terminal's; it launches
+    # the campaign and then lingers like an interactive shell would.
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", (f'"{PY}" -m retrain_core.cli campaign "{cfg}" --logs-dir '
+                          f'"{tmp_path / "logs"}" > "{tmp_path / "out.txt"}" 2>&1; sleep 60')],
+        env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_until(lambda: any(tmp_path.glob("logs/campaign_*/runs/*/metrics.jsonl")), 30,
+                   what="campaign launched and running")
+        wait_until(lambda: "campaign_" in (tmp_path / "out.txt").read_text(), 10,
+                   what="the launcher printed the campaign directory")
+        root = next((tmp_path / "logs").glob("campaign_*"))
+        os.killpg(shell.pid, signal.SIGHUP)  # the terminal hangs up
+        shell.wait(timeout=10)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+    assert shell.returncode != 0  # the shell itself died of the hang-up
+    wait_until(lambda: campaign_over(root), 40, what="campaign end after hang-up")
+    st = state(root)
+    assert {r["status"] for r in st["runs"].values()} == {"succeeded"}
+    for name in st["runs"]:
+        assert len(_lines(root / "runs" / name / "metrics.jsonl")) == 12
+
+
+def test_supervisor_sigkill_then_resume_runs_everything_once(tmp_path):
+    cfg = write_campaign(tmp_path, seeds=(1, 2), conditions=2, max_steps=10, parallel=True,
+                         max_workers=2)
+    env = fake_env(tmp_path, step_s=0.1)
+    res = retrain(["campaign", cfg, "--logs-dir", tmp_path / "logs"], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    root = next((tmp_path / "logs").glob("campaign_*"))
+    wait_until(lambda: sum(r["status"] == "running" for r in state(root)["runs"].values()) == 2,
+               20, what="two runs running")
+    sup = json.loads((root / "supervisor.pid").read_text())
+    os.kill(sup["pid"], signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(sup["pid"]) or
+               psutil.Process(sup["pid"]).status() == psutil.STATUS_ZOMBIE, 10)
+    time.sleep(0.3)
+    assert len(run_processes(root.name)) >= 4  # the runs kept going without it
+    res = retrain(["campaign", "--resume", root], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: campaign_over(root), 60, what="campaign end after resume")
+    st = state(root)
+    assert {r["status"] for r in st["runs"].values()} == {"succeeded"}
+    for name, r in st["runs"].items():
+        run_dir = root / "runs" / name
+        assert len(_lines(run_dir / "starts.log")) == 1, name  # never started twice
+        assert len(_lines(run_dir / "completions.log")) == 1, name
+        assert r["attempt"] == 1
+    log = (root / "supervisor.log").read_text()
+    assert "adopted running attempt 1" in log
+
+
+def test_recorded_pid_of_unrelated_process_is_never_signalled(tmp_path):
+    cfg = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=2)
+    env = fake_env(tmp_path, step_s=0.01)
+    res = retrain(["campaign", cfg, "--logs-dir", tmp_path / "logs"], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    root = next((tmp_path / "logs").glob("campaign_*"))
+    wait_until(lambda: campaign_over(root), 30)
+    # An unrelated process now has the pid the state records; its start time differs.
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        st = state(root)
+        run = st["runs"]["grpo+none_s1"]
+        run.update(status="running", pid=bystander.pid, pgid=bystander.pid,
+                   proc_start_time=psutil.Process(bystander.pid).create_time() - 100)
+        (root / "state.json").write_text(json.dumps(st))
+        # …and the run left no exit record: the supervisor must not take the bystander for it.
+        (root / "runs" / "grpo+none_s1" / "exit.json").unlink()
+        res = retrain(["campaign", "--resume", root, "--grace-seconds", "0.2"], env, tmp_path)
+        assert res.returncode == 0, res.stderr
+        retrain(["kill", root, "grpo+none_s1"], env, tmp_path)
+        retrain(["stop", root], env, tmp_path)
+        wait_until(lambda: campaign_over(root), 30)
+        time.sleep(0.3)
+        assert bystander.poll() is None  # alive: never signalled
+        assert psutil.Process(bystander.pid).status() != psutil.STATUS_STOPPED
+        run = state(root)["runs"]["grpo+none_s1"]
+        assert run["status"] == "failed" and "vanished" in run["error"]
+    finally:
+        bystander.kill()
+        bystander.wait()
