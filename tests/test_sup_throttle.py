@@ -1,0 +1,144 @@
+"""The filelock counting semaphore (SPEC §8) across real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from retrain_core.throttle import NullThrottle, Throttle, open_throttle, read_holders
+
+HOLDER = r"""
+import sys, time
+from retrain_core.throttle import Throttle
+d, k, run, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+t = Throttle(d, k, run)
+with t:
+    print(f"{t.slot} {time.time()} {t.last_wait_s}", flush=True)
+    time.sleep(hold)
+print(f"released {time.time()}", flush=True)
+"""
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _holder(d, k, run, hold) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(d), str(k), run, str(hold)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture
+def kids():
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_null_throttle_and_factory(tmp_path):
+    assert isinstance(open_throttle("", 4, "r"), NullThrottle)
+    with open_throttle("", 4) as t:
+        assert t.last_wait_s == 0.0
+    t = open_throttle(str(tmp_path / "th"), 2, "r")
+    assert isinstance(t, Throttle)
+    with pytest.raises(ValueError):
+        Throttle(tmp_path, 0)
+
+
+def test_identity_visible_without_locking_and_cleared(tmp_path):
+    t = Throttle(tmp_path, 2, "run-a")
+    assert read_holders(tmp_path) == []
+    with t:
+        holders = t.holders()
+        assert [(h["slot"], h["pid"], h["run"]) for h in holders] == [(0, os.getpid(), "run-a")]
+        assert abs(holders[0]["since"] - time.time()) < 5
+        with Throttle(tmp_path, 2, "run-b") as u:
+            assert u.slot == 1 and u.last_wait_s < 0.5
+            assert {h["run"] for h in read_holders(tmp_path)} == {"run-a", "run-b"}
+    assert read_holders(tmp_path) == []
+
+
+def test_killed_holder_frees_its_slot_at_once_and_stale_identity_is_ignored(tmp_path, kids):
+    holder = _holder(tmp_path, 1, "victim", 60)
+    kids.append(holder)
+    slot = holder.stdout.readline().split()
+    assert slot[0] == "0"
+    assert [h["run"] for h in read_holders(tmp_path)] == ["victim"]
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert read_holders(tmp_path) == []  # its identity file is left behind, but stale
+    t = Throttle(tmp_path, 1, "next")
+    start = time.monotonic()
+    with t:
+        assert time.monotonic() - start < 0.5
+
+
+def test_waiter_takes_the_first_slot_that_frees(tmp_path, kids):
+    # Slots 0..2 are held; slot 1's holder leaves first: the waiter must get slot 1, not
+    # queue behind slot 0.
+    holds = {0: 30, 1: 0.6, 2: 30}
+    for i in range(3):
+        p = _holder(tmp_path, 3, f"h{i}", holds[i])
+        kids.append(p)
+        assert p.stdout.readline().split()[0] == str(i)
+    waiter = _holder(tmp_path, 3, "waiter", 0)
+    kids.append(waiter)
+    slot, _, waited = waiter.stdout.readline().split()
+    assert slot == "1"
+    assert 0.2 < float(waited) < 2.0
+
+
+def test_never_more_than_k_holders_and_no_starvation(tmp_path, kids):
+    k, n = 2, 6
+    log = tmp_path / "holds.jsonl"
+    script = r"""
+import json, sys, time
+from retrain_core.throttle import Throttle
+t = Throttle(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+for _ in range(6):
+    with t:
+        s = time.time(); time.sleep(0.02); e = time.time()
+    with open(sys.argv[4], "a") as f:
+        f.write(json.dumps({"run": sys.argv[3], "start": s, "end": e, "wait": t.last_wait_s}) + "\n")
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for i in range(n):
+        kids.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "th"), str(k),
+                                      f"r{i}", str(log)], env=env))
+    for p in kids:
+        assert p.wait(timeout=60) == 0
+    holds = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(holds) == n * 6
+    events = sorted([(h["start"], 1) for h in holds] + [(h["end"], -1) for h in holds])
+    level = peak = 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    assert peak == k
+    assert max(h["wait"] for h in holds) < 5.0
+
+
+def test_waiting_burns_no_cpu(tmp_path, kids):
+    import psutil
+
+    holder = _holder(tmp_path, 1, "holder", 3)
+    kids.append(holder)
+    holder.stdout.readline()
+    waiter = _holder(tmp_path, 1, "waiter", 0)
+    kids.append(waiter)
+    proc = psutil.Process(waiter.pid)
+    time.sleep(0.8)  # past interpreter start-up: now it only waits
+    before = sum(proc.cpu_times()[:2])
+    time.sleep(1.0)
+    spent = sum(proc.cpu_times()[:2]) - before
+    assert waiter.poll() is None and spent < 0.1, spent
+    assert waiter.stdout.readline().split()[0] == "0"
