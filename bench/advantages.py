@@ -25,8 +25,7 @@ from retrain_core.advantages import PlanningDetector, compile_gram_pattern, comp
 from retrain_core.advantages.planning import decode_token_pieces
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_PLANNING_GRAMS
 
-FILLER = ("so we have x plus y equals the sum of both terms and then the answer is twelve "
-          "compute first value second value therefore multiply divide check result step").split()
+FILLER = ["so", "we", "have", "x", "plus", "y", "equals", "the", "sum", "of", "both", "terms", "and", "then", "the", "answer", "is", "twelve", "compute", "first", "value", "second", "value", "therefore", "multiply", "divide", "check", "result", "step"]
 
 
 def sentence(rng: random.Random) -> str:
@@ -205,14 +204,14 @@ def main() -> int:
     rows = []
     for cond in DEFAULT_CONDITIONS:
         adv_mode, transform = cond["advantage_mode"], cond["transform_mode"]
-        kwargs = dict(advantage_mode=adv_mode, transform_mode=transform, gtpo_beta=beta,
-                      hicra_alpha=alpha, sepa_lambda=lam)
+        kwargs = {"advantage_mode": adv_mode, "transform_mode": transform, "gtpo_beta": beta,
+                      "hicra_alpha": alpha, "sepa_lambda": lam}
 
-        def vectorised():
+        def vectorised(kwargs=kwargs):
             planning = detector(ids, mask)
             return compute_advantages(rewards, group_ids, logprobs, mask, planning, **kwargs)
 
-        def looped():
+        def looped(adv_mode=adv_mode, transform=transform):
             plan = loop_planning(ids_rows, lengths, piece_of, pattern)
             return loop_pipeline(rewards_l, groups_l, lp_rows, lengths, plan, adv_mode, transform,
                                  beta, alpha, lam)
@@ -229,7 +228,7 @@ def main() -> int:
             assert math.isclose(out.stats[key], value, rel_tol=1e-4, abs_tol=1e-6), (cond, key)
 
         transforms_ms = median_ms(
-            lambda: compute_advantages(rewards, group_ids, logprobs, mask, plan_vec, **kwargs), args.reps)
+            lambda kw=kwargs: compute_advantages(rewards, group_ids, logprobs, mask, plan_vec, **kw), args.reps)
         vec_ms = median_ms(vectorised, args.reps)
         loop_ms = median_ms(looped, args.loop_reps)
         label = f"{adv_mode}+{transform}"

@@ -55,7 +55,7 @@ def metaspace_bpe() -> Tokenizer:
     return tok  # a raw `tokenizers.Tokenizer`: the detector accepts those too
 
 
-CHARS = string.ascii_letters + string.digits + " .,?!'’\n:-"
+CHARS = string.ascii_letters + string.digits + " .,?!'’\n:-éÉß—_\t"
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
@@ -129,6 +129,18 @@ def test_gram_spaces_match_any_whitespace_and_quotes_match_curly_ones():
     assert not out[2].any()  # two spaces: not the gram (one whitespace char per space)
 
 
+def test_unicode_neighbours_short_grams_and_case():
+    tok = char_tokenizer()
+    texts = ["élet me check", "—Let Me Check—", "let me checké", "LET ME CHECK_", "hmm, wait.\tok",
+             "ß wait ß", "waiter"]
+    ids, mask = encode_rows(tok, texts)
+    grams = ["let me check", "wait", "hmm"]
+    out = PlanningDetector(tok, grams)(ids, mask)
+    for i, text in enumerate(texts):
+        assert out[i, : len(text)].tolist() == reference_marks(tok, text, grams), text
+    assert [bool(out[i].any()) for i in range(len(texts))] == [False, True, False, False, True, True, False]
+
+
 def test_no_match_across_completions_and_ragged_masks():
     tok = char_tokenizer()
     ids, mask = encode_rows(tok, ["ok let me", "check it", "let me check"], extra=5)
@@ -184,3 +196,25 @@ def test_property_matches_regex_reference_with_trained_bpe(rows, seps):
 
 _BPE = trained_byte_bpe()
 _BPE_DETECTOR = PlanningDetector(_BPE, DEFAULT_PLANNING_GRAMS)
+
+
+ALPHABET = ["let", "me", "check", "wait", "hmm", "é", "ß", "—", "_", "x1", "LET", "Check", "’s", "that",
+            "not", "right"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ALPHABET), st.sampled_from(["", " ", "  ", "\n", ",", "\t"])),
+                max_size=30))
+def test_property_gram_matcher_equals_regex_on_raw_text(parts):
+    from retrain_core.advantages import GramMatcher
+    from retrain_core.advantages.grams import normalise_piece
+
+    grams = ["let me check", "wait", "hmm", "that's not right", "me"]
+    text = "".join(w + sep for w, sep in parts)
+    # normalise char by char so char i of the text stays char i (as cached pieces do)
+    norm = "".join(normalise_piece(c) for c in text)
+    data = norm.encode("utf-8")
+    starts, ends = GramMatcher(grams).find(data)
+    got = sorted({(len(data[:a].decode()), len(data[:b].decode())) for a, b in zip(starts.tolist(), ends.tolist())})
+    expected = sorted({m.span(1) for m in compile_gram_pattern(grams).finditer(text)})
+    assert got == expected, (text, got, expected)

@@ -106,7 +106,7 @@ def test_invariant_to_padding_length(batch, extra):
     mask2 = torch.cat([mask, torch.zeros(n, extra, dtype=torch.bool)], 1)
     plan2 = torch.cat([planning, torch.ones(n, extra, dtype=torch.bool)], 1)
     for adv, tm in MODES:
-        kw = dict(advantage_mode=adv, transform_mode=tm, sepa_lambda=lam)
+        kw = {"advantage_mode": adv, "transform_mode": tm, "sepa_lambda": lam}
         a = compute_advantages(rewards, group_ids, lp, mask, planning, **kw)
         b = compute_advantages(rewards, group_ids, lp2, mask2, plan2, **kw)
         assert torch.allclose(b.token_advantages[:, :length], a.token_advantages, rtol=1e-12, atol=1e-12)
@@ -123,7 +123,7 @@ def test_invariant_to_completion_and_group_order(batch, seed):
     perm = torch.randperm(len(rewards), generator=torch.Generator().manual_seed(seed))
     relabel = group_ids * 3 + 1  # group ids are labels, not positions
     for adv, tm in MODES:
-        kw = dict(advantage_mode=adv, transform_mode=tm, sepa_lambda=lam)
+        kw = {"advantage_mode": adv, "transform_mode": tm, "sepa_lambda": lam}
         a = compute_advantages(rewards, group_ids, lp, mask, planning, **kw)
         b = compute_advantages(rewards[perm], relabel[perm], lp[perm], mask[perm], planning[perm], **kw)
         assert torch.allclose(b.token_advantages, a.token_advantages[perm], rtol=1e-10, atol=1e-12)

@@ -83,8 +83,8 @@ def test_var_0_has_a_floor():
 
 
 def test_state_round_trip_through_json_continues_identically():
-    kwargs = dict(steps=20, delay_steps=3, schedule="auto", correct_rate_gate=0.3,
-                  auto_ema_decay=0.8, auto_warmup_steps=3)
+    kwargs = {"steps": 20, "delay_steps": 3, "schedule": "auto", "correct_rate_gate": 0.3,
+                  "auto_ema_decay": 0.8, "auto_warmup_steps": 3}
     a = SepaController(**kwargs)
     for step, (rate, var) in enumerate([(0.1, 2.0), (0.4, 1.5), (0.2, 1.0), (0.5, 0.3)]):
         a.lambda_for_step(step)

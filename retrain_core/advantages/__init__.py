@@ -4,8 +4,9 @@
 """
 
 from .episode import correct_rate, grpo_advantages, maxrl_advantages
+from .grams import GramMatcher, compile_gram_pattern
 from .pipeline import TRANSFORM_MODES, AdvantageOutput, compute_advantages
-from .planning import PlanningDetector, compile_gram_pattern
+from .planning import PlanningDetector
 from .plugins import is_plugin_path, resolve_plugin
 from .transforms import STAT_KEYS, apply_hicra, gtpo_token_advantages, sepa_pool
 from .uncertainty import UNCERTAINTY_ALIASES, UNCERTAINTY_CAP, canonical_uncertainty_kind
@@ -16,6 +17,7 @@ __all__ = [
     "UNCERTAINTY_ALIASES",
     "UNCERTAINTY_CAP",
     "AdvantageOutput",
+    "GramMatcher",
     "PlanningDetector",
     "apply_hicra",
     "canonical_uncertainty_kind",
