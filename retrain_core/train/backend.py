@@ -1,0 +1,232 @@
+"""The sampling/training seam: `TrainBackend` protocol and the local torch + peft backend.
+
+`LocalBackend` samples all B×G rows with one batched `generate` (left padding), records the
+log-probability (and, when asked, the entropy) of each sampled token under the
+temperature-scaled policy from the same forward passes, and trains LoRA parameters with the
+token-mean policy-gradient surrogate of SPEC §4.9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from retrain_core.train.logprobs import policy_loss, token_logprobs
+
+
+@dataclass
+class Rollouts:
+    prompt_ids: torch.Tensor       # [N, P] left-padded
+    prompt_mask: torch.Tensor      # bool [N, P]
+    completion_ids: torch.Tensor   # [N, T]
+    mask: torch.Tensor             # bool [N, T]: completion tokens up to and including EOS
+    logprobs: torch.Tensor         # [N, T] sampling-time log-probs (0 on padding)
+    entropies: torch.Tensor | None # [N, T] when asked
+    texts: list[str]               # decoded completions
+    prompts: list[str]             # prompt text of each row
+    group_ids: torch.Tensor        # [N]
+    hit_max_tokens: torch.Tensor   # bool [N]: no EOS within max_tokens
+
+
+class TrainBackend(Protocol):
+    tokenizer: object
+
+    def sample(self, prompts: list[str], group_size: int) -> Rollouts: ...
+    def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor) -> dict: ...
+    def save(self, directory: str | Path) -> None: ...
+    def load(self, directory: str | Path) -> None: ...
+
+
+def pick_device(devices: str) -> torch.device:
+    if devices in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(devices)
+
+
+class _SampledTokenStats:
+    """Logits processor that records log p and entropy of each sampled token.
+
+    At step k it sees the token sampled at step k-1 (the last column of `input_ids`), so it
+    keeps only one [N, V] distribution alive at a time."""
+
+    def __init__(self, temperature: float, want_entropy: bool):
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.want_entropy = want_entropy
+        self.prev: torch.Tensor | None = None
+        self.logprobs: list[torch.Tensor] = []
+        self.entropies: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.take(input_ids[:, -1])
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        self.prev = logp
+        if self.want_entropy:
+            self.entropies.append(-(logp.exp() * logp).sum(-1))
+        return scores
+
+    def take(self, last_tokens: torch.Tensor) -> None:
+        if self.prev is not None:
+            self.logprobs.append(self.prev.gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
+            self.prev = None
+
+
+class LocalBackend:
+    def __init__(self, cfg, want_entropy: bool = False, micro_batch_rows: int = 0):
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from retrain_core.models.tiny import resolve_model_path
+
+        self.cfg = cfg
+        self.device = pick_device(cfg.backend.devices)
+        self.autocast = self.device.type == "cuda"
+        dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
+                 "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}.get(cfg.model.dtype)
+        if dtype is None:
+            raise ValueError(f"[model].dtype: unknown dtype {cfg.model.dtype!r}")
+        path = resolve_model_path(cfg.model.model)
+        revision = cfg.model.revision or None
+        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        base = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype)
+        base.to(self.device)
+        rank = cfg.model.lora_rank
+        lora = LoraConfig(r=rank, lora_alpha=cfg.model.lora_alpha or 2 * rank,
+                          lora_dropout=cfg.model.lora_dropout,
+                          target_modules=list(cfg.model.lora_target_modules), task_type="CAUSAL_LM")
+        self.model = get_peft_model(base, lora)
+        self.want_entropy = want_entropy
+        self.micro_batch_rows = micro_batch_rows or (8 if self.device.type == "cuda" else 0)
+        t = cfg.training
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(0.9, 0.95), eps=1e-8,
+                                           weight_decay=t.weight_decay)
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _autocast(self):
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], group_size: int, temperature: float | None = None,
+               max_tokens: int | None = None) -> Rollouts:
+        t = self.cfg.training
+        temperature = t.temperature if temperature is None else temperature
+        rows = [p for p in prompts for _ in range(group_size)]
+        enc = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_ids = enc["input_ids"].to(self.device)
+        prompt_mask = enc["attention_mask"].to(self.device)
+        stats = _SampledTokenStats(temperature, self.want_entropy)
+        greedy = temperature <= 0
+        gen_kwargs = {"do_sample": False} if greedy else {
+            "do_sample": True, "temperature": temperature, "top_p": t.top_p, "top_k": 0}
+        self.model.eval()
+        with self._autocast():
+            seqs = self.model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
+                eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=[stats], use_cache=True, **gen_kwargs)
+        completion = seqs[:, prompt_ids.shape[1]:]
+        stats.take(completion[:, -1]) if completion.shape[1] else None
+        is_eos = torch.isin(completion, torch.tensor(self.eos_ids, device=completion.device))
+        # Active through the first EOS (inclusive); everything after is generate's padding.
+        before_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+        mask = before_eos
+        logprobs = torch.stack(stats.logprobs, dim=1) if stats.logprobs else completion.new_zeros(completion.shape, dtype=torch.float32)
+        logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
+        entropies = None
+        if self.want_entropy and stats.entropies:
+            entropies = torch.where(mask, torch.stack(stats.entropies, dim=1), torch.zeros_like(logprobs))
+        texts = self.tokenizer.batch_decode(torch.where(mask, completion, self.tokenizer.pad_token_id),
+                                            skip_special_tokens=True)
+        group_ids = torch.arange(len(prompts), device=self.device).repeat_interleave(group_size)
+        return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, logprobs.float(), entropies,
+                        texts, rows, group_ids, ~is_eos.any(dim=1))
+
+    def forward_logprobs(self, rollouts: Rollouts, rows: torch.Tensor, want_entropy: bool = False):
+        """Log-probs of the sampled tokens of `rows` under the current policy (chunked head)."""
+        p_ids, c_ids = rollouts.prompt_ids[rows], rollouts.completion_ids[rows]
+        attn = torch.cat([rollouts.prompt_mask[rows], rollouts.mask[rows]], dim=1).long()
+        ids = torch.cat([p_ids, c_ids], dim=1)
+        position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does for left padding
+        causal_lm = self.model.get_base_model()
+        inner = getattr(causal_lm, causal_lm.base_model_prefix)
+        with self._autocast():
+            hidden = inner(input_ids=ids, attention_mask=attn, position_ids=position_ids,
+                           use_cache=False).last_hidden_state
+        p = p_ids.shape[1]
+        hidden = hidden[:, p - 1 : p - 1 + c_ids.shape[1]]
+        return token_logprobs(hidden, causal_lm.get_output_embeddings(), c_ids,
+                              temperature=self.cfg.training.temperature, want_entropy=want_entropy)
+
+    def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor,
+                   active_rows: torch.Tensor | None = None) -> dict:
+        """One AdamW step on the surrogate; `active_rows` defaults to rows with any advantage."""
+        t = self.cfg.training
+        adv = token_advantages.to(self.device)
+        if active_rows is None:
+            active_rows = (adv != 0).any(dim=1)
+        active = rollouts.mask & active_rows.to(self.device).unsqueeze(1)
+        num_active = int(active.sum())
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        row_ids = torch.nonzero(active_rows.to(self.device)).squeeze(1)
+        step = self.micro_batch_rows or max(len(row_ids), 1)
+        loss_total = 0.0
+        for start in range(0, len(row_ids), step):
+            rows = row_ids[start : start + step]
+            lp, _ = self.forward_logprobs(rollouts, rows)
+            loss = policy_loss(lp, rollouts.logprobs[rows], adv[rows], active[rows], num_active, t.clip_eps)
+            loss.backward()
+            loss_total += float(loss.detach())
+        max_norm = t.grad_clip_norm if t.grad_clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)) if num_active else 0.0
+        if num_active:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss_total, "grad_norm": grad_norm, "num_active_tokens": num_active,
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+
+    def load(self, directory: str | Path) -> None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        weights = load_file(str(directory / "adapter_model.safetensors"), device=str(self.device))
+        set_peft_model_state_dict(self.model, weights)
+        opt_path = directory / "optimizer.pt"
+        if opt_path.exists():
+            self.optimizer.load_state_dict(torch.load(opt_path, map_location=self.device, weights_only=False))
+
+
+def make_backend(cfg, want_entropy: bool = False) -> TrainBackend:
+    if cfg.backend.backend == "local":
+        return LocalBackend(cfg, want_entropy=want_entropy)
+    raise BackendUnavailable(cfg.backend.backend)
+
+
+class BackendUnavailable(RuntimeError):
+    def __init__(self, name: str):
+        super().__init__(
+            f"[backend].backend = {name!r} is not available in this installation: only 'local' "
+            "(torch + transformers + peft) is built in. Set backend = \"local\" to train here.")

@@ -1,0 +1,121 @@
+"""Checkpoints: PEFT adapter + optimizer + `trainer_state.json` (step, data cursor, RNG, SEPA).
+
+`checkpoints/step_<n>/` holds the state after n completed steps; `final/` after the last.
+Each is written into a temporary directory and renamed, so a kill mid-save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.json"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": _jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuplify(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(_unb64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def save_checkpoint(backend, directory: Path, state: dict) -> Path:
+    """Write adapter, optimizer and trainer state into `directory` (atomically replaced)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    backend.save(tmp)
+    atomic_write_json(tmp / STATE_FILE, {**state, "rng": rng_state(), "optimizer_file": "optimizer.pt"})
+    old = directory.with_name(f".{directory.name}.old{os.getpid()}")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def read_state(directory: Path) -> dict:
+    return json.loads((Path(directory) / STATE_FILE).read_text())
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the most completed steps (final/ or checkpoints/step_<n>/)."""
+    run_dir = Path(run_dir)
+    found: list[tuple[int, Path]] = []
+    for candidate in [run_dir / "final", *sorted((run_dir / "checkpoints").glob("step_*"))]:
+        if candidate.name != "final" and not re.fullmatch(r"step_\d+", candidate.name):
+            continue
+        if (candidate / STATE_FILE).exists() and (candidate / "adapter_model.safetensors").exists():
+            try:
+                found.append((int(read_state(candidate)["step"]), candidate))
+            except (ValueError, KeyError, json.JSONDecodeError):
+                continue
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def truncate_jsonl(path: Path, keep_before_step: int) -> None:
+    """Drop lines of steps ≥ keep_before_step (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line).get("step", -1)) < keep_before_step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue  # a torn last line from a kill
+    atomic_write_text(path, "".join(k + "\n" for k in kept))

@@ -1,0 +1,233 @@
+"""The step loop of `retrain run` (SPEC §4.9, §5).
+
+Per step: draw B prompts, sample B×G completions, reward them, compute token advantages
+(with the SEPA λ decided before sampling), take one optimisation step on the LoRA weights,
+then write metrics, emergence records and, every `save_every` steps, a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retrain_core.train import EXIT_OK, EXIT_PREEMPTED
+from retrain_core.train import checkpoint as ckpt
+from retrain_core.train.data import DataStream, load_examples, render_prompt
+from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
+from retrain_core.train.rewards import resolve_reward
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    # Deterministic kernels where they exist (CPU ops here all have one); warn, don't fail.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGTERM/SIGINT: the loop finishes its step, checkpoints and exits 75."""
+
+    requested: bool = False
+    signum: int | None = None
+    previous: dict = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: give up on the clean stop
+        self.requested, self.signum = True, signum
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def needs_entropy(cfg) -> bool:
+    from retrain_core.advantages import canonical_uncertainty_kind
+
+    try:
+        return canonical_uncertainty_kind(cfg.algorithm.uncertainty_kind) == "shannon_entropy"
+    except (ValueError, KeyError):
+        return False  # a plugin kind: it may ask for entropies itself
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir: Path, run_name: str, label: str, config_dir: Path | None = None,
+                 backend=None, quiet: bool = False):
+        from retrain_core.advantages import PlanningDetector
+        from retrain_core.sepa import SepaController
+        from retrain_core.train.backend import make_backend
+
+        self.cfg, self.run_dir, self.run_name, self.label = cfg, Path(run_dir), run_name, label
+        self.config_dir, self.quiet = config_dir, quiet
+        t = cfg.training
+        if t.seed == -1:
+            t.seed = random.SystemRandom().randrange(2**32)  # recorded in config.toml
+        self.seed = t.seed
+        seed_everything(self.seed)
+        self.reward_fn = resolve_reward(cfg.reward.type, config_dir)
+        self.examples = load_examples(cfg.data.source, cfg.data.max_examples, config_dir)
+        self.backend = backend or make_backend(cfg, want_entropy=needs_entropy(cfg))
+        self.detector = PlanningDetector(self.backend.tokenizer, cfg.planning.grams)
+        self.sepa = SepaController.from_config(cfg.sepa)
+        self.stream = DataStream(self.examples, self.seed, cfg.data.shuffle)
+        self.step = 0
+        self.correct_total = 0
+        self.completions_total = 0
+
+    # -- state ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "data_cursor": self.stream.cursor, "sepa": self.sepa.state_dict(),
+                "correct_total": self.correct_total, "completions_total": self.completions_total,
+                "seed": self.seed, "run": self.run_name, "condition": self.label}
+
+    def restore(self, directory: Path) -> None:
+        state = ckpt.read_state(directory)
+        self.backend.load(directory)
+        self.step = int(state["step"])
+        self.stream.cursor = int(state["data_cursor"])
+        self.sepa.load_state_dict(state["sepa"])
+        self.correct_total = int(state.get("correct_total", 0))
+        self.completions_total = int(state.get("completions_total", 0))
+        ckpt.set_rng_state(state["rng"])
+
+    def save(self, final: bool = False) -> Path:
+        where = self.run_dir / "final" if final else self.run_dir / "checkpoints" / f"step_{self.step}"
+        return ckpt.save_checkpoint(self.backend, where, self.state())
+
+    # -- one step ------------------------------------------------------------------------
+    def run_step(self, throttle) -> tuple[dict, list[dict]]:
+        from retrain_core.advantages import compute_advantages
+
+        cfg, t = self.cfg, self.cfg.training
+        started = time.time()
+        lam = self.sepa.lambda_for_step(self.step)
+        batch = self.stream.next_batch(t.batch_size)
+        prompts = [render_prompt(self.backend.tokenizer, cfg.data.prompt_template, ex.question) for ex in batch]
+        with throttle:
+            wait = throttle.last_wait_s
+            rollouts = self.backend.sample(prompts, t.group_size)
+        sample_time = time.time() - started - wait
+        answers = [ex.answer for ex in batch for _ in range(t.group_size)]
+        rewards = torch.tensor([float(self.reward_fn(text, ans)) for text, ans in zip(rollouts.texts, answers)])
+        planning = self.detector(rollouts.completion_ids.cpu(), rollouts.mask.cpu())
+        out = compute_advantages(
+            rewards, rollouts.group_ids.cpu(), rollouts.logprobs.cpu(), rollouts.mask.cpu(), planning,
+            advantage_mode=cfg.algorithm.advantage_mode, transform_mode=cfg.algorithm.transform_mode,
+            uncertainty_kind=cfg.algorithm.uncertainty_kind,
+            entropies=None if rollouts.entropies is None else rollouts.entropies.cpu(),
+            gtpo_beta=cfg.gtpo.beta, hicra_alpha=cfg.hicra.alpha, sepa_lambda=lam,
+            advantage_params=cfg.algorithm.advantage_params, transform_params=cfg.algorithm.transform_params,
+            algorithm_mode=cfg.algorithm.algorithm_mode, plugin_dir=self.config_dir)
+        correct = int((rewards > 0.5).sum())
+        n = len(rewards)
+        num_datums = int((~out.skipped).sum())
+        skipped_step = num_datums == 0
+        train_started = time.time()
+        train_stats = {"loss": 0.0, "grad_norm": 0.0, "lr": t.lr}
+        if not skipped_step:
+            with throttle:
+                wait += throttle.last_wait_s
+                train_started = time.time()
+                train_stats = self.backend.train_step(rollouts, out.token_advantages, active_rows=~out.skipped)
+        train_time = time.time() - train_started
+        self.correct_total += correct
+        self.completions_total += n
+        stats = out.stats
+        exec_var = stats.get("exec_surprisal_var")
+        self.sepa.observe(correct / n, exec_var if exec_var is not None and math.isfinite(exec_var) else None)
+        lengths = rollouts.mask.sum(dim=1).float()
+        step_time = time.time() - started
+        metrics = {
+            "step": self.step, "run": self.run_name, "condition": self.label, "seed": self.seed,
+            "loss": float(train_stats["loss"]), "mean_reward": float(rewards.mean()),
+            "correct_rate": correct / n, "running_correct_rate": self.correct_total / self.completions_total,
+            "sepa_lambda": lam, "sepa_gate_open": bool(self.sepa.gate_open), "num_datums": num_datums,
+            "skipped_groups": int(out.skipped.view(t.batch_size, t.group_size).all(dim=1).sum()),
+            "max_token_hit_rate": float(rollouts.hit_max_tokens.float().mean()),
+            "mean_completion_tokens": float(lengths.mean()), "step_time_s": step_time,
+            "sample_time_s": sample_time, "train_time_s": train_time, "throttle_wait_s": wait,
+            "tokens_per_second": float(lengths.sum()) / max(step_time, 1e-9),
+            "batch_size": t.batch_size, "group_size": t.group_size, "lr": float(train_stats["lr"]),
+            "grad_norm": float(train_stats["grad_norm"]),
+            "exec_surprisal_mean": stats.get("exec_surprisal_mean"), "exec_surprisal_var": exec_var,
+            "plan_surprisal_mean": stats.get("plan_surprisal_mean"),
+            "plan_surprisal_var": stats.get("plan_surprisal_var"),
+            "planning_token_fraction": stats.get("planning_token_fraction", 0.0),
+            "peak_memory_mb": peak_memory_mb(), "time": time.time(), "skipped": skipped_step,
+        }
+        generations = [
+            {"step": self.step, "prompt": p[:200], "completion": c[:500], "reward": float(r), "num_tokens": int(k)}
+            for p, c, r, k in zip(rollouts.prompts, rollouts.texts, rewards.tolist(), lengths.tolist())]
+        self.step += 1
+        return metrics, generations
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, resume_from: Path | None = None, stop: StopFlag | None = None) -> int:
+        from retrain_core.config import config_to_toml
+        from retrain_core.throttle import open_throttle
+
+        cfg, t = self.cfg, self.cfg.training
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        source = ckpt.latest_checkpoint(resume_from) if resume_from else None
+        source = source or ckpt.latest_checkpoint(self.run_dir)
+        if source is not None:
+            self.restore(source)
+            self.log(f"resumed from {source} at step {self.step}")
+        ckpt.atomic_write_text(self.run_dir / "config.toml", config_to_toml(cfg))
+        for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
+            ckpt.truncate_jsonl(self.run_dir / name, self.step)  # steps redone after the checkpoint
+        metrics_out = JsonlWriter(self.run_dir / "metrics.jsonl")
+        steps_out = JsonlWriter(self.run_dir / "emergence" / "steps.jsonl")
+        gens_out = JsonlWriter(self.run_dir / "emergence" / "generations.jsonl")
+        wandb_log = WandbLogger(cfg, self.run_name, self.label, self.seed, self.run_dir)
+        throttle = open_throttle(cfg.backend.throttle_dir, cfg.backend.max_concurrent, self.run_name)
+        stop = stop or StopFlag()
+        step_times: list[float] = []
+        code = EXIT_OK
+        try:
+            while self.step < t.max_steps:
+                metrics, generations = self.run_step(throttle)
+                metrics_out.write(metrics)
+                steps_out.write({"step": metrics["step"], "mean_reward": metrics["mean_reward"],
+                                 "correct_count": round(metrics["correct_rate"] * len(generations)),
+                                 "total_count": len(generations), "condition": self.label})
+                if cfg.logging.log_generations:
+                    gens_out.write_many(generations)
+                wandb_log.log(metrics)
+                step_times.append(metrics["step_time_s"])
+                recent = step_times[-10:]
+                self.log(progress_line(metrics, t.max_steps, sum(recent) / len(recent) * (t.max_steps - self.step)))
+                if stop.requested and self.step < t.max_steps:
+                    self.save()
+                    self.log(f"stopping on signal {stop.signum}: checkpoint at step {self.step}")
+                    code = EXIT_PREEMPTED
+                    break
+                if t.save_every > 0 and self.step % t.save_every == 0 and self.step < t.max_steps:
+                    self.save()
+            if code == EXIT_OK:
+                self.save(final=True)
+                self.log(f"done: {self.step} steps, final adapter in {self.run_dir / 'final'}")
+        finally:
+            for w in (metrics_out, steps_out, gens_out):
+                w.close()
+            wandb_log.finish(0 if code in (EXIT_OK, EXIT_PREEMPTED) else 1)
+        return code
+
+    def log(self, line: str) -> None:
+        if not self.quiet:
+            print(line, flush=True)
