@@ -54,7 +54,10 @@ class SqueezeHook:
         cfg = self.manifest.get("squeeze", {})
         prefix = shlex.split(os.environ.get(SQUEEZE_ENV, "")) or [
             sys.executable, "-m", "retrain_core.cli", "squeeze"]
-        cmd = [*prefix, str(self.root / RUNS / run / "checkpoints" / "final"),
+        adapter = self.root / RUNS / run / "checkpoints" / "final"
+        if not adapter.is_dir() and (self.root / RUNS / run / "final").is_dir():
+            adapter = self.root / RUNS / run / "final"  # tolerate a trainer that saves it there
+        cmd = [*prefix, str(adapter),
                "--threshold", str(cfg.get("threshold", 0.95)),
                "--analysis-out", str(sq_dir / "analysis.json")]
         if cfg.get("wandb_project"):
@@ -67,7 +70,7 @@ class SqueezeHook:
                 self._finish(False, f"cannot start squeeze: {exc}")
                 return True
         self.state["squeeze"].update(status="running", run=run, error="")
-        self.log(f"squeeze: analysing {run}/checkpoints/final")
+        self.log(f"squeeze: analysing {adapter.relative_to(self.root)}")
         return True
 
     def tick(self) -> bool:
