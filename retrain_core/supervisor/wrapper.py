@@ -97,7 +97,10 @@ def main(argv: list[str]) -> int:
             atomic_write_json(run_dir / EXIT_JSON, {"attempt": attempt, "returncode": 127,
                                                     "signal": None, "ended_at": time.time()})
             return 127
-    trainer_start = psutil.Process(trainer.pid).create_time() if trainer.poll() is None else None
+    try:  # not trainer.poll(): that would reap it behind the waitpid loop's back
+        trainer_start = psutil.Process(trainer.pid).create_time()
+    except psutil.Error:
+        trainer_start = None
     _record(run_dir, attempt, trainer_pid=trainer.pid, trainer_start_time=trainer_start)
     status = None
     while status is None:
@@ -109,7 +112,7 @@ def main(argv: list[str]) -> int:
         if pid == trainer.pid:
             status = raw
     _end_leftovers()
-    returncode = os.waitstatus_to_exitcode(status) if status is not None else None
+    returncode = os.waitstatus_to_exitcode(status) if status is not None else trainer.returncode
     sig = -returncode if returncode is not None and returncode < 0 else None
     atomic_write_json(run_dir / EXIT_JSON, {
         "attempt": attempt, "returncode": returncode if sig is None else None, "signal": sig,
