@@ -83,7 +83,13 @@ def _fmt_eta(seconds: float | None) -> str:
 
 def print_campaign(c: dict) -> None:
     sup = c["supervisor"]
-    state = "running" if sup["alive"] else "no supervisor"
+    unfinished = any(r["status"] in ("pending", "running") for r in c["runs"])
+    if sup["alive"]:
+        state = "supervisor running"
+    elif unfinished:
+        state = f"no supervisor: retrain campaign --resume {c['dir']}"
+    else:
+        state = "finished"
     if sup["paused"]:
         state += f", paused ({sup['pause_reason']})"
     counts = ", ".join(f"{n} {k}" for k, n in sorted(c["counts"].items()))
