@@ -159,18 +159,35 @@ def median_ms(fn, reps):
     return statistics.median(times) * 1000
 
 
+def interleaved_ms(fast, slow, fast_reps, slow_reps):
+    """Median ms of both, measured alternately so that both see the same machine load
+    (this box is shared: a burst of load must not land on one side only)."""
+    fast_times, slow_times = [], []
+    per_round = max(1, fast_reps // slow_reps)
+    for _ in range(slow_reps):
+        for _ in range(per_round):
+            start = time.perf_counter()
+            fast()
+            fast_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        slow()
+        slow_times.append(time.perf_counter() - start)
+    return statistics.median(fast_times) * 1000, statistics.median(slow_times) * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=16)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--reps", type=int, default=15, help="vectorised repetitions (median)")
-    parser.add_argument("--loop-reps", type=int, default=3, help="loop repetitions (median)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--reps", type=int, default=20, help="vectorised repetitions (median)")
+    parser.add_argument("--loop-reps", type=int, default=5, help="loop repetitions (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: these ops are memory-bound; 0 = torch default)")
     parser.add_argument("--quick", action="store_true", help="2×4 completions, T=256")
     args = parser.parse_args()
     if args.quick:
-        args.groups, args.group_size, args.length, args.reps, args.loop_reps = 2, 4, 256, 3, 1
+        args.groups, args.group_size, args.length, args.reps, args.loop_reps = 2, 4, 256, 4, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer, ids, mask, rewards, group_ids, logprobs = build_inputs(args.groups, args.group_size, args.length)
@@ -196,8 +213,9 @@ def main() -> int:
     assert not plan_vec[~mask].any()
     print(f"planning tokens: {int(plan_vec.sum())} ({plan_vec.sum().item() / mask.sum().item():.2%})")
 
-    detect_ms = median_ms(lambda: detector(ids, mask), args.reps)
-    loop_detect_ms = median_ms(lambda: loop_planning(ids_rows, lengths, piece_of, pattern), args.loop_reps)
+    detect_ms, loop_detect_ms = interleaved_ms(
+        lambda: detector(ids, mask), lambda: loop_planning(ids_rows, lengths, piece_of, pattern),
+        args.reps, args.loop_reps)
     print(f"{'planning detection only':28s} vectorised {detect_ms:8.2f} ms   loop {loop_detect_ms:9.1f} ms"
           f"   ratio {loop_detect_ms / detect_ms:6.1f}×")
 
@@ -229,8 +247,7 @@ def main() -> int:
 
         transforms_ms = median_ms(
             lambda kw=kwargs: compute_advantages(rewards, group_ids, logprobs, mask, plan_vec, **kw), args.reps)
-        vec_ms = median_ms(vectorised, args.reps)
-        loop_ms = median_ms(looped, args.loop_reps)
+        vec_ms, loop_ms = interleaved_ms(vectorised, looped, args.reps, args.loop_reps)
         label = f"{adv_mode}+{transform}"
         rows.append((label, vec_ms, loop_ms))
         print(f"{label:28s} vectorised {vec_ms:8.2f} ms   loop {loop_ms:9.1f} ms   ratio "

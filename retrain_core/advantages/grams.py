@@ -98,6 +98,7 @@ class GramMatcher:
         self._prefix_keys = np.array(
             [int.from_bytes(n[:PREFIX], "little") for n in self._long], dtype=np.uint64
         )
+        self.pad = PREFIX + max((len(n) for n in needles), default=0)  # zero bytes after the text
         self._table = np.zeros(1 << HASH_BITS, dtype=bool)
         if self._long:
             self._table[_hash(self._prefix_keys).astype(np.int64)] = True
@@ -113,15 +114,24 @@ class GramMatcher:
             words_hit.append(words[found])
         return np.concatenate(positions), np.concatenate(words_hit)
 
-    def find(self, buf: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end byte offsets of every occurrence (overlapping ones included)."""
+    def find(self, buf: bytes, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end byte offsets of every occurrence (overlapping ones included).
+
+        `size`: the text is buf[:size] and buf already ends with at least `self.pad` zero
+        bytes (saves a copy of a large text); None: the whole of buf is the text.
+        """
         starts: list[np.ndarray] = []
         ends: list[np.ndarray] = []
-        padded = buf + b"\0" * (PREFIX + max((len(n) for n in self.needles), default=0))
+        if size is None:
+            size = len(buf)
+            buf = buf + b"\0" * self.pad
+        elif len(buf) < size + self.pad or buf[size:].strip(b"\0"):
+            raise ValueError(f"find: buf must end with {self.pad} zero bytes after the text")
+        padded = buf
         data = np.frombuffer(padded, dtype=np.uint8)
         if self._long:
             positions, words = self._candidates(padded)
-            inside = positions < len(buf)  # windows made of the zero padding are no occurrence
+            inside = positions < size  # windows made of the zero padding are no occurrence
             positions, words = positions[inside], words[inside]
             for needle, key in zip(self._long, self._prefix_keys):
                 pos = positions[words == key]

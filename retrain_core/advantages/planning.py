@@ -57,15 +57,20 @@ class PlanningDetector:
         self.tokenizer = tokenizer
         self.grams = list(grams)
         self.matcher = GramMatcher(self.grams)
-        size = max(len(tokenizer) if hasattr(tokenizer, "__len__") else 0, 1)
-        self._pieces = np.empty(size, dtype=object)
-        self._lengths = np.zeros(size, dtype=np.int64)
-        self._known = np.zeros(size, dtype=bool)
+        self._known = np.zeros(0, dtype=bool)
+        self._grow(max(len(tokenizer) if hasattr(tokenizer, "__len__") else 0, 1))
 
     def _grow(self, size: int) -> None:
+        """Cache arrays for ids < size, plus two virtual ids after them: `size` is the
+        separator between completions and `size + 1` the zero padding the matcher wants."""
         old = len(self._known)
-        self._pieces = np.concatenate([self._pieces, np.empty(size - old, dtype=object)])
-        self._lengths = np.concatenate([self._lengths, np.zeros(size - old, dtype=np.int64)])
+        pieces = np.empty(size + 2, dtype=object)
+        lengths = np.zeros(size + 2, dtype=np.int64)
+        if old:
+            pieces[:old], lengths[:old] = self._pieces[:old], self._lengths[:old]
+        pieces[size], lengths[size] = SEPARATOR, len(SEPARATOR)
+        pieces[size + 1] = b"\0" * self.matcher.pad
+        self._pieces, self._lengths = pieces, lengths
         self._known = np.concatenate([self._known, np.zeros(size - old, dtype=bool)])
 
     def _ensure_decoded(self, flat_ids: np.ndarray) -> None:
@@ -98,16 +103,19 @@ class PlanningDetector:
         self._ensure_decoded(flat_ids)
         counts = active.sum(axis=1)
         row_last = np.cumsum(counts)[counts > 0] - 1  # flat index of each completion's last token
-        # One separator after each completion's last token, so no gram spans two of them.
-        pieces = np.insert(self._pieces[flat_ids], row_last + 1, SEPARATOR)
-        lengths = np.insert(self._lengths[flat_ids], row_last + 1, len(SEPARATOR))
-        match_start, match_end = self.matcher.find(b"".join(pieces.tolist()))
+        # A separator after each completion's last token (no gram spans two completions) and
+        # the zero padding the matcher wants are two virtual token ids: one gather, one join.
+        sep_id = len(self._known)
+        with_seps = np.insert(flat_ids, row_last + 1, sep_id)
+        lengths = self._lengths[with_seps]
+        ends = np.cumsum(lengths)
+        pieces = self._pieces[np.append(with_seps, sep_id + 1)]
+        match_start, match_end = self.matcher.find(b"".join(pieces.tolist()), int(ends[-1]))
         if match_start.size == 0:
             return torch.from_numpy(out)
-        is_token = np.ones(len(pieces), dtype=bool)
-        is_token[row_last + np.arange(1, len(row_last) + 1)] = False
-        ends = np.cumsum(lengths)[is_token]
-        starts = ends - self._lengths[flat_ids]
+        is_token = with_seps != sep_id
+        ends = ends[is_token]
+        starts = ends - lengths[is_token]
         out[active] = mark_overlaps(starts, ends, match_start, match_end)
         return torch.from_numpy(out)
 
