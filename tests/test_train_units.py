@@ -1,0 +1,150 @@
+"""Trainer units: tokenizer round trip, rewards, chunked log-probs, data stream, loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from retrain_core.train.arithmetic import all_problems
+from retrain_core.train.data import DataError, DataStream, Example, load_examples, render_prompt
+from retrain_core.train.logprobs import policy_loss, token_logprobs
+from retrain_core.train.rewards import boxed_reward, last_boxed, resolve_reward
+
+
+def test_tokenizer_round_trip_through_autotokenizer(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = "12 + 3 =?\n\nPut your final answer within \\boxed{}.\n  two  spaces and end\n"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)  # one token per character
+    assert tok.decode(ids) == text
+    assert tok.unk_token_id not in ids
+    assert tok.pad_token and tok.eos_token and tok.bos_token and not tok.chat_template
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.model_type == "llama"
+    assert model.config.vocab_size == len(tok)
+
+
+@pytest.mark.parametrize(("completion", "answer", "expected"), [
+    ("so \\boxed{42}", "42", 1.0),
+    ("\\boxed{ 42. }", "42", 1.0),
+    ("\\boxed{$42$}", "42", 1.0),
+    ("\\boxed{\\left(1,2\\right)}", "(1, 2)", 1.0),
+    ("\\boxed{0.5}", "\\frac{1}{2}", 1.0),
+    ("\\boxed{2/4}", "1/2", 1.0),
+    ("\\boxed{3.0}", "3", 1.0),
+    ("\\boxed{-7}", "-7.00", 1.0),
+    ("\\boxed{1,000}", "1000", 1.0),
+    ("\\boxed{1} then \\boxed{2}", "2", 1.0),   # the last box counts
+    ("\\boxed{2} then \\boxed{1}", "2", 0.0),
+    ("\\boxed{\\frac{a}{b}}", "\\frac{a}{b}", 1.0),  # nested braces
+    ("\\boxed{}", "0", 0.0),                      # empty box
+    ("no box at all: 42", "42", 0.0),
+    ("\\boxed{42}", "", 0.0),                     # empty reference
+    ("\\boxed{43}", "42", 0.0),
+])
+def test_boxed_reward_vectors(completion, answer, expected):
+    assert boxed_reward(completion, answer) == expected
+
+
+def test_last_boxed_balanced_and_truncated():
+    assert last_boxed("\\boxed{a{b}c}") == "a{b}c"
+    assert last_boxed("\\boxed{1} and \\boxed{2") == "1"  # cut-off last box falls back
+    assert last_boxed("nothing") is None
+
+
+def test_reward_plugin_resolution(tmp_path):
+    (tmp_path / "myreward.py").write_text("def score(c, a):\n    return 1.0 if a in c else 0.0\n")
+    fn = resolve_reward("myreward.score", tmp_path)
+    assert fn("x 5 y", "5") == 1.0 and fn("x", "5") == 0.0
+    with pytest.raises(ValueError, match="no function"):
+        resolve_reward("myreward.missing", tmp_path)
+    with pytest.raises(ValueError, match="unknown reward"):
+        resolve_reward("exact")
+
+
+def test_chunked_logprobs_match_full_log_softmax():
+    torch.manual_seed(0)
+    n, t, h, v = 5, 7, 6, 11
+    head = torch.nn.Linear(h, v)
+    hidden = torch.randn(n, t, h, requires_grad=True)
+    targets = torch.randint(0, v, (n, t))
+    full = torch.log_softmax(head(hidden) / 0.7, dim=-1)
+    want_lp = full.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    want_ent = -(full.exp() * full).sum(-1)
+    # chunk_tokens=t: one row per chunk, so no chunk ever holds more than [1, T, V].
+    lp, ent = token_logprobs(hidden, head, targets, temperature=0.7, want_entropy=True, chunk_tokens=t)
+    assert torch.allclose(lp, want_lp, atol=1e-5) and torch.allclose(ent, want_ent, atol=1e-5)
+    # Gradients through the checkpointed chunks equal those of the full computation.
+    g1 = torch.autograd.grad(lp.sum(), hidden)[0]
+    g2 = torch.autograd.grad(want_lp.sum(), hidden)[0]
+    assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_policy_loss_token_mean_and_clip():
+    lp = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]], requires_grad=True)
+    adv = torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, 0.0]])
+    active = torch.tensor([[True, True, False], [True, True, True]])
+    loss = policy_loss(lp, lp.detach(), adv, active, num_active_tokens=5)
+    assert loss.item() == pytest.approx((-1 - 1 + 2 + 2 - 0) / 5)
+    loss.backward()
+    # d/dlp of -A·exp(lp - sg(lp)) is -A, divided by the step's active token count.
+    assert torch.allclose(lp.grad, torch.tensor([[-0.2, -0.2, 0.0], [0.4, 0.4, 0.0]]))
+    # PPO clip: a ratio far above 1+eps with A > 0 gets no gradient.
+    lp2 = torch.tensor([[0.0]], requires_grad=True)
+    clipped = policy_loss(lp2, torch.tensor([[-1.0]]), torch.tensor([[1.0]]), torch.tensor([[True]]), 1, clip_eps=0.2)
+    assert clipped.item() == pytest.approx(-1.2)
+    clipped.backward()
+    assert lp2.grad.item() == 0.0
+
+
+def test_arithmetic_split_disjoint_and_stream_deterministic():
+    train = {p.question for p in all_problems("train")}
+    held = {p.question for p in all_problems("heldout")}
+    assert held and train and not (train & held)
+    examples = load_examples("arithmetic")
+    a = DataStream(examples, seed=3)
+    first = [a.next_batch(4) for _ in range(3)]
+    b = DataStream(examples, seed=3, cursor=4)  # resumed after one batch
+    assert [b.next_batch(4) for _ in range(2)] == first[1:]
+    assert DataStream(examples, seed=4).next_batch(4) != first[0]
+
+
+def test_jsonl_source_and_errors(tmp_path):
+    good = tmp_path / "d.jsonl"
+    good.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n\n")
+    assert load_examples(f"jsonl:{good}") == [Example("1+1?", "2")]
+    assert load_examples("jsonl:d.jsonl", config_dir=tmp_path) == [Example("1+1?", "2")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        load_examples(f"jsonl:{bad}")
+    with pytest.raises(DataError, match="unknown source"):
+        load_examples("gsm9k")
+
+
+def test_prompt_template_and_chat_template(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = render_prompt(tok, "{question}\n\nPut your final answer within \\boxed{{}}.", "2+2=?")
+    assert text == tok.bos_token + "2+2=?\n\nPut your final answer within \\boxed{}."
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}>>"
+    assert render_prompt(tok, "Q: {question}", "3") == "<user>Q: 3>>"
+    with pytest.raises(DataError, match="prompt_template"):
+        render_prompt(tok, "{oops}", "3")
+
+
+def test_tinker_backend_fails_before_anything(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[backend]\nbackend = "tinker"\n[data]\nsource = "arithmetic"\n[training]\nseed = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "tinker" in proc.stderr and "not available" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
