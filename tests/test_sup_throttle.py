@@ -142,3 +142,17 @@ def test_waiting_burns_no_cpu(tmp_path, kids):
     spent = sum(proc.cpu_times()[:2]) - before
     assert waiter.poll() is None and spent < 0.1, spent
     assert waiter.stdout.readline().split()[0] == "0"
+
+
+def test_slots_are_filelock_locks(tmp_path):
+    from filelock import FileLock, Timeout
+
+    outside = FileLock(str(tmp_path / "slot_0.lock"), timeout=0, thread_local=False)
+    outside.acquire()
+    try:
+        with Throttle(tmp_path, 2, "r") as t:
+            assert t.slot == 1  # slot 0 is held through filelock by someone else
+            with pytest.raises(Timeout):
+                FileLock(str(tmp_path / "slot_1.lock"), timeout=0, thread_local=False).acquire()
+    finally:
+        outside.release()
