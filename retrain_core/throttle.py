@@ -103,6 +103,9 @@ class Throttle:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                     continue
                 raise
+            if os.fstat(fd).st_nlink == 0:  # the file was unlinked under us: not a slot now
+                os.close(fd)
+                continue
             self.slot, self._held = i, fd
             return True
         return False
