@@ -218,3 +218,22 @@ def test_property_gram_matcher_equals_regex_on_raw_text(parts):
     got = sorted({(len(data[:a].decode()), len(data[:b].decode())) for a, b in zip(starts.tolist(), ends.tolist())})
     expected = sorted({m.span(1) for m in compile_gram_pattern(grams).finditer(text)})
     assert got == expected, (text, got, expected)
+
+
+_CHAR = char_tokenizer()
+_CHAR_DETECTOR = PlanningDetector(_CHAR, ["let me check", "another way to", "wait", "that's not right"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(["let", "me", "check", "another", "way", "to", "wait", "x", "z9", "é", "—",
+                                 "_", "that's", "not", "right", "a", "nother", "LET"]), max_size=25),
+       st.lists(st.sampled_from(["", " ", "\n", ", "]), min_size=25, max_size=25))
+def test_property_char_tokens_with_unrelated_neighbours(words, seps):
+    text = "".join(w + seps[i] for i, w in enumerate(words))
+    if not text:
+        return
+    ids, mask = encode_rows(_CHAR, [text, "wait " + text])
+    out = _CHAR_DETECTOR(ids, mask)
+    for i, row_text in enumerate([text, "wait " + text]):
+        expected = reference_marks(_CHAR, row_text, _CHAR_DETECTOR.grams)
+        assert out[i, : len(row_text)].tolist() == expected, row_text

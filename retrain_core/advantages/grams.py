@@ -57,7 +57,7 @@ def _hash(words: np.ndarray) -> np.ndarray:
     return (words * HASH_MULT) >> np.uint64(64 - HASH_BITS)
 
 
-def _is_word_char(ch: str) -> bool:
+def is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
@@ -67,11 +67,11 @@ def _word_before(buf: bytes, pos: int) -> bool:
         return False
     b = buf[pos - 1]
     if b < 0x80:
-        return _is_word_char(chr(b))
+        return is_word_char(chr(b))
     start = pos - 1
     while start > 0 and 0x80 <= buf[start] < 0xC0:  # back to the UTF-8 lead byte
         start -= 1
-    return _is_word_char(buf[start:pos].decode("utf-8", errors="replace")[-1:] or " ")
+    return is_word_char(buf[start:pos].decode("utf-8", errors="replace")[-1:] or " ")
 
 
 def _word_after(buf: bytes, pos: int) -> bool:
@@ -80,11 +80,11 @@ def _word_after(buf: bytes, pos: int) -> bool:
         return False
     b = buf[pos]
     if b < 0x80:
-        return _is_word_char(chr(b))
-    return _is_word_char(buf[pos : pos + 4].decode("utf-8", errors="replace")[:1] or " ")
+        return is_word_char(chr(b))
+    return is_word_char(buf[pos : pos + 4].decode("utf-8", errors="replace")[:1] or " ")
 
 
-_ASCII_WORD = np.array([_is_word_char(chr(b)) for b in range(128)] + [False] * 128)
+_ASCII_WORD = np.array([is_word_char(chr(b)) for b in range(128)] + [False] * 128)
 
 
 class GramMatcher:
@@ -102,6 +102,35 @@ class GramMatcher:
         self._table = np.zeros(1 << HASH_BITS, dtype=bool)
         if self._long:
             self._table[_hash(self._prefix_keys).astype(np.int64)] = True
+        self.min_len = min((len(n) for n in needles), default=0)  # bytes
+        texts = [n.decode("utf-8") for n in needles]
+        self._substrings = {t[i:j] for t in texts for i in range(len(t)) for j in range(i + 1, len(t) + 1)}
+        self._prefixes = {t[:i] for t in texts for i in range(1, len(t) + 1)}
+        self._suffixes = {t[i:] for t in texts for i in range(len(t))}
+        self._texts = texts
+        # A word character that no gram contains: stands in for a neighbour's edge character.
+        used = set("".join(texts))
+        self.word_standin = next(c for c in "_0123456789" + "".join(map(chr, range(0x100, 0x250)))
+                                 if c not in used and is_word_char(c))
+
+    def could_overlap(self, piece: str) -> bool:
+        """Can a token with this (normalised) piece overlap an occurrence of some gram?
+
+        Exactly when: the piece lies inside a gram; or a gram lies inside it; or an
+        occurrence starts inside it (a suffix after a non-word character is a gram
+        prefix); or ends inside it (a prefix before a non-word character is a gram
+        suffix). Empty pieces count as yes: they never separate two halves of a gram.
+        """
+        if not piece or piece in self._substrings:
+            return True
+        if any(t in piece for t in self._texts):
+            return True
+        for i in range(1, len(piece)):
+            if not is_word_char(piece[i - 1]) and piece[i:] in self._prefixes:
+                return True
+            if not is_word_char(piece[i]) and piece[:i] in self._suffixes:
+                return True
+        return False
 
     def _candidates(self, padded: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Byte offsets whose next 8 bytes hash like a gram prefix, and those 8 bytes."""

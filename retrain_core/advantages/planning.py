@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .grams import GramMatcher, normalise_piece
+from .grams import GramMatcher, is_word_char, normalise_piece
 
 SEPARATOR = b"\n"  # between completions: normalised pieces hold no newline, so no gram spans two
 
@@ -51,7 +51,16 @@ def decode_token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
 
 
 class PlanningDetector:
-    """detector(token_ids [N,T], mask [N,T]) -> bool [N,T]: tokens inside a strategic gram."""
+    """detector(token_ids [N,T], mask [N,T]) -> bool [N,T]: tokens inside a strategic gram.
+
+    Per token id (decoded once) the cache holds the normalised piece, its byte length,
+    whether its first/last character is a word character, and whether it could overlap
+    a gram at all (`GramMatcher.could_overlap`). Occurrences can only lie inside runs of
+    consecutive "could overlap" tokens whose text is at least as long as the shortest
+    gram, so only those runs are joined and searched (a few percent of the tokens in
+    practice); each run is framed by one stand-in character per side with the word/
+    non-word class of the real neighbour, which keeps the whole-word checks exact.
+    """
 
     def __init__(self, tokenizer, grams: Iterable[str]):
         self.tokenizer = tokenizer
@@ -61,16 +70,23 @@ class PlanningDetector:
         self._grow(max(len(tokenizer) if hasattr(tokenizer, "__len__") else 0, 1))
 
     def _grow(self, size: int) -> None:
-        """Cache arrays for ids < size, plus two virtual ids after them: `size` is the
-        separator between completions and `size + 1` the zero padding the matcher wants."""
+        """Cache arrays for ids < size, plus three virtual ids after them: a non-word
+        stand-in (`size`), a word stand-in (`size + 1`) and the matcher's zero padding."""
         old = len(self._known)
-        pieces = np.empty(size + 2, dtype=object)
-        lengths = np.zeros(size + 2, dtype=np.int64)
-        if old:
-            pieces[:old], lengths[:old] = self._pieces[:old], self._lengths[:old]
-        pieces[size], lengths[size] = SEPARATOR, len(SEPARATOR)
-        pieces[size + 1] = b"\0" * self.matcher.pad
-        self._pieces, self._lengths = pieces, lengths
+        arrays = {
+            "_pieces": np.empty(size + 3, dtype=object),
+            "_lengths": np.zeros(size + 3, dtype=np.int64),
+            "_candidate": np.zeros(size + 3, dtype=bool),
+            "_first_word": np.zeros(size + 3, dtype=bool),
+            "_last_word": np.zeros(size + 3, dtype=bool),
+        }
+        for name, array in arrays.items():
+            if old:
+                array[:old] = getattr(self, name)[:old]
+            setattr(self, name, array)
+        word = self.matcher.word_standin.encode("utf-8")
+        for offset, piece in enumerate((SEPARATOR, word, b"\0" * self.matcher.pad)):
+            self._pieces[size + offset], self._lengths[size + offset] = piece, len(piece)
         self._known = np.concatenate([self._known, np.zeros(size - old, dtype=bool)])
 
     def _ensure_decoded(self, flat_ids: np.ndarray) -> None:
@@ -83,9 +99,13 @@ class PlanningDetector:
         new_ids = np.unique(flat_ids[unknown])
         pieces = decode_token_pieces(self.tokenizer, new_ids.tolist())
         for token_id, piece in zip(new_ids.tolist(), pieces):
-            encoded = normalise_piece(piece).encode("utf-8")
+            text = normalise_piece(piece)
+            encoded = text.encode("utf-8")
             self._pieces[token_id] = encoded
             self._lengths[token_id] = len(encoded)
+            self._candidate[token_id] = self.matcher.could_overlap(text)
+            self._first_word[token_id] = bool(text) and is_word_char(text[0])
+            self._last_word[token_id] = bool(text) and is_word_char(text[-1])
         self._known[new_ids] = True
 
     def piece(self, token_id: int) -> str:
@@ -101,23 +121,53 @@ class PlanningDetector:
         if flat_ids.size == 0 or not self.matcher.needles:
             return torch.from_numpy(out)
         self._ensure_decoded(flat_ids)
-        counts = active.sum(axis=1)
-        row_last = np.cumsum(counts)[counts > 0] - 1  # flat index of each completion's last token
-        # A separator after each completion's last token (no gram spans two completions) and
-        # the zero padding the matcher wants are two virtual token ids: one gather, one join.
-        sep_id = len(self._known)
-        with_seps = np.insert(flat_ids, row_last + 1, sep_id)
-        lengths = self._lengths[with_seps]
+        marks = self._detect_flat(flat_ids, active.sum(axis=1))
+        if marks is not None:
+            out[active] = marks
+        return torch.from_numpy(out)
+
+    def _detect_flat(self, flat_ids: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+        """Marks for the concatenated completions (`counts` tokens each), None if no match."""
+        total = len(flat_ids)
+        row_first = np.zeros(total, dtype=bool)
+        row_first[(np.cumsum(counts) - counts)[counts > 0]] = True
+        row_last = np.roll(row_first, -1)  # the token before the next row's first; and the very last
+        row_last[-1] = True
+        cand = self._candidate[flat_ids]
+        # Runs of consecutive candidates within one completion.
+        run_start = np.flatnonzero(cand & (row_first | ~np.roll(cand, 1)))
+        run_end = np.flatnonzero(cand & (row_last | ~np.roll(cand, -1)))  # inclusive
+        if run_start.size == 0:
+            return None
+        csum = np.concatenate([[0], np.cumsum(self._lengths[flat_ids])])
+        keep = csum[run_end + 1] - csum[run_start] >= self.matcher.min_len
+        run_start, run_end = run_start[keep], run_end[keep]
+        if run_start.size == 0:
+            return None
+        # Reduced sequence: per run [left stand-in, its tokens..., right stand-in].
+        sizes = run_end - run_start + 3
+        offsets = np.cumsum(sizes) - sizes
+        flat_pos = np.repeat(run_start - 1 - offsets, sizes) + np.arange(int(sizes.sum()))
+        left, right = offsets, offsets + sizes - 1
+        seq = flat_ids[np.clip(flat_pos, 0, total - 1)]
+        nonword_id = len(self._known)
+        prev_word = ~row_first[run_start] & self._last_word[flat_ids[np.maximum(run_start - 1, 0)]]
+        next_word = ~row_last[run_end] & self._first_word[flat_ids[np.minimum(run_end + 1, total - 1)]]
+        seq[left] = nonword_id + prev_word
+        seq[right] = nonword_id + next_word
+        lengths = self._lengths[seq]
         ends = np.cumsum(lengths)
-        pieces = self._pieces[np.append(with_seps, sep_id + 1)]
+        pieces = self._pieces[np.append(seq, nonword_id + 2)]
         match_start, match_end = self.matcher.find(b"".join(pieces.tolist()), int(ends[-1]))
         if match_start.size == 0:
-            return torch.from_numpy(out)
-        is_token = with_seps != sep_id
+            return None
+        is_token = np.ones(len(seq), dtype=bool)
+        is_token[left] = is_token[right] = False
         ends = ends[is_token]
-        starts = ends - lengths[is_token]
-        out[active] = mark_overlaps(starts, ends, match_start, match_end)
-        return torch.from_numpy(out)
+        hit = mark_overlaps(ends - lengths[is_token], ends, match_start, match_end)
+        marks = np.zeros(total, dtype=bool)
+        marks[flat_pos[is_token]] = hit
+        return marks
 
 
 def mark_overlaps(
