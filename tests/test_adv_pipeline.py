@@ -140,7 +140,9 @@ def test_uncertainty_aliases():
     a = compute_advantages(rewards, group_ids, lp, mask, uncertainty_kind="surprisal")
     b = compute_advantages(rewards, group_ids, lp, mask, uncertainty_kind="NLL")
     assert torch.equal(a.token_advantages, b.token_advantages)
+    d = compute_advantages(rewards, group_ids, lp, mask, uncertainty_kind="predictive-variance")
     c = compute_advantages(rewards, group_ids, lp, mask, uncertainty_kind="pred_var")
+    assert torch.equal(c.token_advantages, d.token_advantages)
     assert not torch.equal(a.token_advantages, c.token_advantages)
 
 

@@ -114,6 +114,12 @@ def test_plugin_found_on_sys_path_without_base_dir():
     assert torch.equal(out.token_advantages, ref.token_advantages)
 
 
+def test_colon_form_is_accepted(plugin_dir):
+    a = compute_advantages(*batch(), advantage_mode="my_plugins:rank_advantages", plugin_dir=plugin_dir)
+    b = compute_advantages(*batch(), advantage_mode="my_plugins.rank_advantages", plugin_dir=plugin_dir)
+    assert torch.equal(a.token_advantages, b.token_advantages)
+
+
 def test_same_module_name_in_two_directories_does_not_collide(tmp_path):
     for name, value in (("a", 1.0), ("b", -1.0)):
         d = tmp_path / name

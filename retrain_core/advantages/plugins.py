@@ -25,8 +25,17 @@ _CACHE: dict[tuple[str, str], Callable] = {}
 
 
 def is_plugin_path(name: str) -> bool:
-    """Built-in modes are plain words; a dot means `module.function`."""
-    return "." in name
+    """Built-in modes are plain words; `module.function` (or `package.module:function`) is a plugin."""
+    return "." in name or ":" in name
+
+
+def split_plugin_path(path: str) -> tuple[str, str]:
+    """("package.module", "function") from "package.module.function" or "package.module:function"."""
+    if ":" in path:
+        module_name, _, func_name = path.partition(":")
+    else:
+        module_name, _, func_name = path.rpartition(".")
+    return module_name, func_name
 
 
 def _module_file(base_dir: Path, module_name: str) -> Path | None:
@@ -71,7 +80,7 @@ def resolve_plugin(path: str, kind: str, base_dir: str | Path | None = None) -> 
     key = (str(base_dir or ""), path)
     if key in _CACHE:
         return _CACHE[key]
-    module_name, _, func_name = path.rpartition(".")
+    module_name, func_name = split_plugin_path(path)
     if not module_name or not func_name:
         raise ValueError(f"{kind} {path!r}: a plugin path must look like 'module.function'")
     where = f"{base_dir} and sys.path" if base_dir else "sys.path"

@@ -25,7 +25,7 @@ UNCERTAINTY_ALIASES = {
 
 def canonical_uncertainty_kind(kind: str) -> str | None:
     """The built-in kind `kind` names, or None when it is not a built-in (maybe a plugin)."""
-    return UNCERTAINTY_ALIASES.get(kind.strip().lower())
+    return UNCERTAINTY_ALIASES.get(kind.strip().lower().replace("-", "_"))
 
 
 def surprisal(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
