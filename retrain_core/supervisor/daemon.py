@@ -221,6 +221,9 @@ class Supervisor:
         if self.manifest.get("throttle"):
             wake_waiters(self.root / THROTTLE)  # its slot is free: waiters need not poll
         outcome = self.after_kill.pop(name, "killed")
+        if info is not None and info.recorded and info.returncode == 0 and outcome == "killed":
+            self.on_exit(name, info)  # it finished on its own before the kill reached it
+            return
         r = self.run_state(name)
         r.update(status="killed", ended_at=now(), exit_code=info.returncode if info else None,
                  signal=info.signal if info else None)
