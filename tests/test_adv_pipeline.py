@@ -155,3 +155,14 @@ def test_hicra_alpha_outside_unit_interval_is_rejected():
     rewards, group_ids, lp, mask, planning = batch()
     with pytest.raises(ValueError, match="hicra.alpha"):
         compute_advantages(rewards, group_ids, lp, mask, planning, transform_mode="gtpo_hicra", hicra_alpha=1.5)
+
+
+@pytest.mark.parametrize(("n", "length"), [(0, 5), (3, 0), (0, 0)])
+def test_empty_batches(n, length):
+    for adv, tm in MODES:
+        out = compute_advantages(torch.rand(n), torch.zeros(n, dtype=torch.long), -torch.rand(n, length),
+                                 torch.ones(n, length, dtype=torch.bool), advantage_mode=adv,
+                                 transform_mode=tm, sepa_lambda=1.0)
+        assert out.token_advantages.shape == (n, length)
+        assert out.skipped.shape == (n,)
+        assert all(v == 0.0 for v in out.stats.values())

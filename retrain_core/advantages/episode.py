@@ -23,19 +23,17 @@ def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def group_mean(values: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Mean of `values` over each group, broadcast back to one entry per completion."""
-    sums = torch.zeros(num_groups, dtype=values.dtype).index_add_(0, index, values)
-    counts = torch.zeros(num_groups, dtype=values.dtype).index_add_(
-        0, index, torch.ones_like(values)
-    )
+    sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add_(0, index, values)
+    counts = torch.zeros_like(sums).index_add_(0, index, torch.ones_like(values))
     return (sums / counts)[index]
 
 
 def skipped_completions(rewards: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
     """True for completions whose group's rewards are all equal (within SKIP_TOL)."""
     if num_groups == 0:
-        return torch.zeros(0, dtype=torch.bool)
-    hi = torch.full((num_groups,), float("-inf"), dtype=rewards.dtype)
-    lo = torch.full((num_groups,), float("inf"), dtype=rewards.dtype)
+        return torch.zeros(0, dtype=torch.bool, device=rewards.device)
+    hi = torch.full((num_groups,), float("-inf"), dtype=rewards.dtype, device=rewards.device)
+    lo = torch.full_like(hi, float("inf"))
     hi = hi.scatter_reduce(0, index, rewards, reduce="amax")
     lo = lo.scatter_reduce(0, index, rewards, reduce="amin")
     return (hi - lo <= SKIP_TOL)[index]
