@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from retrain_core.config import load_config  # noqa: E402
-from retrain_core.train.data import heldout_examples  # noqa: E402
-from retrain_core.train.evaluate import heldout_accuracy  # noqa: E402
-from retrain_core.train.loop import Trainer  # noqa: E402
+from retrain_core.config import load_config
+from retrain_core.train.data import heldout_examples
+from retrain_core.train.evaluate import heldout_accuracy
+from retrain_core.train.loop import Trainer
 
 
 def run_one(base, condition: str, seed: int, steps: int, out_root: Path) -> dict:
@@ -79,7 +79,7 @@ def main() -> int:
         for condition in args.conditions:
             for seed in args.seeds:
                 rows.append(run_one(base, condition, seed, args.steps, Path(tmp)))
-    print("\nmean over seeds (held-out, n=%d):" % len(heldout_examples(base.data.source)))
+    print(f"\nmean over seeds (held-out, n={len(heldout_examples(base.data.source))}):")
     for condition in args.conditions:
         rs = [r for r in rows if r["condition"] == condition]
         m = {k: statistics.mean(r[k] for r in rs) for k in ("sampled_before", "sampled_after", "greedy_before", "greedy_after")}

@@ -57,7 +57,7 @@ def trainer_env() -> dict:
 
 def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", *args], capture_output=True,
-                          text=True, timeout=timeout, env=trainer_env())
+                          text=True, timeout=timeout, env=trainer_env(), check=False)
 
 
 def read_jsonl(path: Path) -> list[dict]:

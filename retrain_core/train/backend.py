@@ -8,6 +8,7 @@ token-mean policy-gradient surrogate of SPEC §4.9.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,6 +109,36 @@ class LocalBackend:
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(0.9, 0.95), eps=1e-8,
                                            weight_decay=t.weight_decay)
         self.eos_ids = self._eos_ids()
+        # On CPU the three small matmuls of an unmerged LoRA layer cost more than the base
+        # matmul itself; sampling with LoRA folded in is ~2x faster. (Off on GPU: it would
+        # hold a second copy of every targeted weight during sampling.)
+        self.merge_for_sampling = self.device.type == "cpu"
+
+    @contextmanager
+    def _lora_merged(self):
+        """LoRA folded into the base weights for sampling; the original tensors are put back
+        afterwards (swapped, not subtracted), so base weights never drift."""
+        if not self.merge_for_sampling:
+            yield
+            return
+        from peft.tuners.lora import LoraLayer
+
+        swaps = []
+        try:
+            for module in self.model.modules():
+                base = getattr(module, "base_layer", None)
+                if not (isinstance(module, LoraLayer) and isinstance(base, torch.nn.Linear)
+                        and "default" in module.lora_A):
+                    continue
+                a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+                original = base.weight.data
+                base.weight.data = original + (b @ a * module.scaling["default"]).to(original.dtype)
+                swaps.append((base, original))
+            with self.model.disable_adapter():
+                yield
+        finally:
+            for base, original in swaps:
+                base.weight.data = original
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -135,7 +166,7 @@ class LocalBackend:
         gen_kwargs = {"do_sample": False} if greedy else {
             "do_sample": True, "temperature": temperature, "top_p": t.top_p, "top_k": 0}
         self.model.eval()
-        with self._autocast():
+        with self._autocast(), self._lora_merged():
             seqs = self.model.generate(
                 input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
                 eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
