@@ -87,20 +87,20 @@ def test_invalid_config_and_unavailable_backend(tmp_path):
 
 @pytest.mark.slow
 def test_max_workers_stagger_and_throttle_limit(tmp_path):
-    cfg = write_campaign(tmp_path, seeds=(1, 2, 3), conditions=2, max_steps=6, parallel=True,
-                         max_workers=3, stagger=0.3, max_concurrent=2)
+    cfg = write_campaign(tmp_path, seeds=(1, 2, 3), conditions=2, max_steps=12, parallel=True,
+                         max_workers=3, stagger=0.25, max_concurrent=2)
     env = fake_env(tmp_path, step_s=0.06)
     root = launch(tmp_path, cfg, env)
     wait_until(lambda: campaign_over(root), 60, what="campaign end")
     runs = state(root)["runs"]
     assert all(r["status"] == "succeeded" for r in runs.values())
     launches = sorted(r["launched_at"] for r in runs.values())
-    assert all(b - a >= 0.3 - 1e-3 for a, b in itertools.pairwise(launches))
+    assert all(b - a >= 0.25 - 1e-3 for a, b in itertools.pairwise(launches)), launches
     for t in launches:  # at every launch, at most max_workers runs were live
         live = [r for r in runs.values() if r["launched_at"] <= t < r["ended_at"]]
-        assert len(live) <= 3
+        assert len(live) <= 3, (t, runs)
     assert max(len([r for r in runs.values() if r["launched_at"] <= t < r["ended_at"]])
-               for t in launches) == 3
+               for t in launches) == 3, runs
     # Throttle: never more than max_concurrent holders across all run processes.
     holds = [m["hold"] for name in runs for m in _metrics(root / "runs" / name)]
     events = sorted([(s, 1) for s, _ in holds] + [(e, -1) for _, e in holds])
@@ -108,7 +108,7 @@ def test_max_workers_stagger_and_throttle_limit(tmp_path):
     for _, delta in events:
         level += delta
         peak = max(peak, level)
-    assert peak == 2
+    assert peak == 2, holds
 
 
 @pytest.mark.slow
