@@ -116,3 +116,23 @@ def test_recorded_pid_of_unrelated_process_is_never_signalled(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_resume_after_death_between_intent_and_spawn(tmp_path, monkeypatch):
+    from retrain_core.config import load_campaign
+    from retrain_core.supervisor import api
+    from retrain_core.supervisor.campdir import create_campaign_dir
+
+    env = fake_env(tmp_path, step_s=0.01)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=2)
+    root = create_campaign_dir(load_campaign(cfg), tmp_path / "logs")
+    st = state(root)  # a supervisor recorded the intent to launch, then died before spawning
+    st["runs"]["grpo+none_s1"].update(attempt=1, launching=True, launched_at=time.time())
+    (root / "state.json").write_text(json.dumps(st))
+    api.resume(root)
+    wait_until(lambda: (root / "supervisor.pid").exists() and campaign_over(root), 30)
+    run = state(root)["runs"]["grpo+none_s1"]
+    assert (run["status"], run["attempt"], run["launching"]) == ("succeeded", 1, False)
+    assert len(_lines(root / "runs" / "grpo+none_s1" / "starts.log")) == 1
