@@ -89,3 +89,18 @@ def test_read_last_records(tmp_path):
     assert read_last_record(path) == {"step": 49}
     assert [r["step"] for r in read_last_records(path, 3)] == [47, 48, 49]
     assert read_last_record(tmp_path / "missing") is None
+
+
+def test_stdlib_json_fallback_gives_the_same_results(tmp_path, monkeypatch):
+    import retrain_core.tail as tail_module
+
+    path = tmp_path / "m.jsonl"
+    _append(path, '{"step": 1}\n  \nnot json\n[1]\n{"step": 2}\n{"step": 3')
+    fast = JsonlTail(path)
+    expected = fast.read_new()
+    monkeypatch.setattr(tail_module, "orjson", None)
+    monkeypatch.setattr(tail_module, "_loads", json.loads)
+    monkeypatch.setattr(tail_module, "_JSONError", (ValueError,))
+    slow = JsonlTail(path)
+    assert slow.read_new() == expected == [{"step": 1}, {"step": 2}]
+    assert slow.malformed == fast.malformed == 2
