@@ -73,10 +73,11 @@ class RetrainApp(App):
 
         self._show(EditorScreen(path), replace)
 
-    def open_monitor(self, directory: Path, replace: bool = False) -> None:
+    def open_monitor(self, directory: Path, replace: bool = False,
+                     launched: bool = False) -> None:
         from retrain_tui.screens.monitor import MonitorScreen
 
-        self._show(MonitorScreen(Path(directory)), replace)
+        self._show(MonitorScreen(Path(directory), launched=launched), replace)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

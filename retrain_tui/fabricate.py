@@ -61,7 +61,7 @@ def make_campaign(root: Path, name: str = "campaign_20260101_000000_demo",
         run_dir = runs_dir / run
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "metrics.jsonl", "w") as fh:
-            fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(1, steps.get(run, 0) + 1))
+            fh.writelines(json.dumps(metric_line(run, condition, seed, step)) + "\n" for step in range(steps.get(run, 0)))
     write_json(directory / "manifest.json", {
         "campaign": name, "timestamp": FIXED_TIME, "source": "configs/demo.toml",
         "conditions": [{"label": c} for c in conditions], "seeds": list(seeds),

@@ -289,7 +289,8 @@ class CampaignWatcher:
                 failures.append(name)
             self._statuses[name] = status
             last = track.last
-            step = int(last.get("step", 0)) if last else 0
+            # steps are numbered from 0: the last step logged + 1 is the number done
+            step = int(last.get("step", -1)) + 1 if last else 0
             max_steps = int(self._run_max_steps(name) or default_max or 0)
             recent = [v for _, v in track.history["step_time_s"][-10:]]
             step_time = median(recent)

@@ -65,7 +65,7 @@ async def test_rows_update_as_metrics_are_appended(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: "3/30" in cell(screen, "grpo+none_s42", "progress"))
         assert cell(screen, "grpo+none_s42", "status") == "running"
         assert "supervisor gone" in str(screen.query_one("#campaign-header").render())
-        append_metrics(directory, "grpo+none_s42", "grpo+none", 42, 4, 5)
+        append_metrics(directory, "grpo+none_s42", "grpo+none", 42, 3, 5)
         await wait_for(pilot, lambda: "8/30" in cell(screen, "grpo+none_s42", "progress"))
         snap = screen.snapshot
         row = snap.run("grpo+none_s42")
@@ -77,10 +77,10 @@ async def test_rows_update_as_metrics_are_appended(tmp_path: Path) -> None:
         latest = [snap.run(n).metrics["correct_rate"] for n in ("grpo+none_s42", "grpo+none_s101")]
         assert abs(agg.correct[0] - sum(latest) / 2) < 1e-9 and agg.correct[1] > 0
         steps, values = snap.plot_series["grpo+none"]
-        assert steps == list(range(1, 9)) and len(values) == 8
+        assert steps == list(range(8)) and len(values) == 8
         # a partial line is not shown until its newline arrives
         append_text(directory / "runs" / "grpo+none_s42" / "metrics.jsonl",
-                    '{"step": 9, "mean_reward"')
+                    '{"step": 8, "mean_reward"')
         await pilot.pause(0.4)
         assert screen.snapshot.run("grpo+none_s42").step == 8
 

@@ -39,6 +39,7 @@ def make_toml_area(text: str) -> TextArea:
 
 
 class EditorScreen(Screen):
+    AUTO_FOCUS = "#condition-table"  # keyboard first: the screen's keys work at once
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("ctrl+s", "save", "Save", id="save", priority=True),
         Binding("L", "launch", "Launch", id="launch"),
@@ -269,7 +270,7 @@ class EditorScreen(Screen):
             self.app.call_from_thread(self.app.notify, f"launch failed: {exc}",
                                       severity="error", title="Launch")
             return
-        self.app.call_from_thread(self.app.open_monitor, directory, True)
+        self.app.call_from_thread(self.app.open_monitor, directory, True, True)
 
     def action_external_editor(self) -> None:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"

@@ -37,6 +37,7 @@ class SnapshotReady(Message):
 
 
 class MonitorScreen(Screen):
+    AUTO_FOCUS = "#runs-table"
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("enter", "detail", "Detail", id="detail"),
         Binding("K", "kill", "Kill", id="kill"),
@@ -53,9 +54,11 @@ class MonitorScreen(Screen):
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, launched: bool = False):
         super().__init__()
         self.directory = Path(directory)
+        # Just launched: the detached supervisor needs a moment to write its pid file.
+        self._grace_until = time.monotonic() + (20.0 if launched else 0.0)
         self.snapshot: Snapshot | None = None
         self.watcher: CampaignWatcher | None = None
         self.sort, self.reverse = "run", False
@@ -117,8 +120,9 @@ class MonitorScreen(Screen):
             if error not in self._seen_errors:
                 self._seen_errors.add(error)
                 self.app.notify(error, severity="warning", title="Reading campaign")
-        if not snap.alive and not self._resume_offered and snap.runs and any(
-                r.status in ("pending", "running") for r in snap.runs):
+        unfinished = any(r.status in ("pending", "running") for r in snap.runs)
+        if (not snap.alive and unfinished and not self._resume_offered
+                and time.monotonic() > self._grace_until):
             self._resume_offered = True
             self.app.push_screen(ConfirmDialog(
                 "The supervisor is not running",
