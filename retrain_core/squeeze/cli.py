@@ -83,6 +83,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "output": output,
         "wandb_project": args.wandb_project or logging.wandb_project,
         "wandb_entity": args.wandb_entity or logging.wandb_entity,
+        "wandb_group": logging.wandb_group,
     }
 
 
@@ -128,7 +129,8 @@ def _run(args: argparse.Namespace, settings: dict) -> int:
     project = wandb_project_for(settings["wandb_project"])
     if project:
         try:
-            run_dir = log_to_wandb(analysis, project, entity=settings["wandb_entity"])
+            run_dir = log_to_wandb(analysis, project, entity=settings["wandb_entity"],
+                                   group=settings["wandb_group"])
             say(f"wandb: squeeze-analysis run logged ({run_dir})")
         except Exception as exc:  # noqa: BLE001 - the analysis succeeded; wandb is a side channel
             print(f"retrain squeeze: warning: wandb logging failed: {exc}", file=sys.stderr)
