@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import psutil
@@ -36,7 +37,7 @@ from .files import (
 from .launcher import ExitInfo, LaunchSpec, LocalLauncher
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
-from .squeeze_hook import SqueezeHook
+from .squeeze_hook import NO_SUCCESS, SqueezeHook
 
 TICK_S = 0.1
 HEARTBEAT_S = 1.0
@@ -111,7 +112,11 @@ class Supervisor:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal going away is fine
             self._start()
             while not self._finished():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - keep supervising: runs outlive a bad tick
+                    self.log("error in the supervisor loop:\n" + traceback.format_exc())
+                    time.sleep(1.0)
                 time.sleep(TICK_S)
             self.write_state()
             self.log("supervisor exiting: " + ("asked to" if self._exit_requested else "campaign over"))
@@ -141,7 +146,11 @@ class Supervisor:
         pending = [n for n in self.order if self.run_state(n)["status"] == "pending"]
         if pending:
             return False
-        return not self.squeeze.maybe_start()
+        if self.squeeze.maybe_start():
+            return False
+        if self.squeeze.status == "pending":  # the campaign is over and nothing succeeded
+            self.state["squeeze"].update(status="failed", error=NO_SUCCESS)
+        return True
 
     def tick(self) -> None:
         changed = False

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .files import MANIFEST, RUNS, SQUEEZE, atomic_write_json, read_json
 
+STOPPED = "stopped with the campaign"
+NO_SUCCESS = "no run succeeded"
 SQUEEZE_ENV = "RETRAIN_SQUEEZE_CMD"  # replaces `python -m retrain_core.cli squeeze` (tests)
 
 
@@ -31,8 +33,9 @@ class SqueezeHook:
         self.root, self.manifest, self.state, self.log = root, manifest, state, log
         self.proc: subprocess.Popen | None = None
         sq = state.setdefault("squeeze", {"status": "none", "error": "", "run": ""})
-        if sq.get("status") == "running":  # an earlier supervisor died mid-analysis
-            sq["status"] = "pending"
+        # An earlier supervisor died or was stopped mid-analysis: do it again.
+        if sq.get("status") == "running" or sq.get("error") in (STOPPED, NO_SUCCESS):
+            sq.update(status="pending", error="")
 
     @property
     def status(self) -> str:
@@ -91,7 +94,7 @@ class SqueezeHook:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
-            self._finish(False, "stopped with the campaign")
+            self._finish(False, STOPPED)
 
     def _finish(self, ok: bool, error: str, rank: int | None = None) -> None:
         self.state["squeeze"].update(status="done" if ok else "failed", error=error)
