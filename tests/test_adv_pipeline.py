@@ -166,3 +166,17 @@ def test_empty_batches(n, length):
         assert out.token_advantages.shape == (n, length)
         assert out.skipped.shape == (n,)
         assert all(v == 0.0 for v in out.stats.values())
+
+
+def test_inputs_are_never_modified_and_outputs_never_alias_scratch():
+    rewards, group_ids, lp, mask, planning = batch(7)
+    ent = torch.rand_like(lp) * 80
+    copies = [t.clone() for t in (rewards, lp, mask, planning, ent)]
+    first = compute_advantages(rewards, group_ids, lp, mask, planning, uncertainty_kind="shannon_entropy",
+                               entropies=ent, transform_mode="gtpo_sepa", sepa_lambda=0.5)
+    kept = first.token_advantages.clone(), first.uncertainty.clone()
+    for original, now in zip(copies, (rewards, lp, mask, planning, ent)):
+        assert torch.equal(original, now)
+    # a second call (same shapes, other values) must not overwrite the first call's results
+    compute_advantages(rewards.flip(0), group_ids, lp * 2, mask, planning, transform_mode="gtpo_hicra")
+    assert torch.equal(first.token_advantages, kept[0]) and torch.equal(first.uncertainty, kept[1])

@@ -13,8 +13,16 @@ import torch
 
 from .episode import EPISODE_MODES, group_index, skipped_completions
 from .plugins import check_tensor, is_plugin_path, resolve_plugin
-from .transforms import STAT_KEYS, apply_hicra, gtpo_token_advantages, sepa_pool, uncertainty_stats
+from .transforms import (
+    STAT_KEYS,
+    apply_hicra_,
+    check_hicra_alpha,
+    gtpo_clean,
+    sepa_pool_clean,
+    uncertainty_stats,
+)
 from .uncertainty import UNCERTAINTY_KINDS, canonical_uncertainty_kind, finalize_uncertainty
+from .workspace import thread_workspace
 
 TRANSFORM_MODES = ("none", "gtpo", "gtpo_hicra", "gtpo_sepa")
 
@@ -54,7 +62,7 @@ def _uncertainty(kind, logprobs, mask, entropies, plugin_dir) -> torch.Tensor:
         func = resolve_plugin(kind, "uncertainty_kind", plugin_dir)
         out = func(logprobs, mask.bool(), entropies)
         values = check_tensor(out, tuple(logprobs.shape), "uncertainty_kind", kind)
-        values = values.to(logprobs.dtype)
+        values = values.to(logprobs.dtype, copy=True)  # finalised in place: never an input
     else:
         raise ValueError(
             f"unknown uncertainty_kind {kind!r}: expected one of {', '.join(UNCERTAINTY_KINDS)} "
@@ -125,26 +133,29 @@ def compute_advantages(
     episode = torch.where(skipped, torch.zeros_like(episode), episode)
 
     # 0/1 float masks, built once: every transform selects by multiplying with them.
-    mask_w = mask.to(dtype)
-    plan_w = planning.to(dtype)
-    active_w = mask_w * (~skipped).to(dtype)[:, None]
+    # Skipped groups need no mask of their own: their episode advantage is exactly 0.
+    scratch = thread_workspace().get
+    mask_w = scratch("mask", logprobs).copy_(mask)
+    plan_w = scratch("plan", logprobs).copy_(planning)
     uncertainty = _uncertainty(uncertainty_kind, logprobs, mask_w, entropies, plugin_dir)
     pooled = uncertainty
     if transform_mode == "none":
-        tokens = episode.to(dtype)[:, None] * active_w
+        tokens = episode.to(dtype)[:, None] * mask_w
     elif transform_mode == "gtpo":
-        tokens = gtpo_token_advantages(episode, uncertainty, active_w, gtpo_beta)
+        tokens = gtpo_clean(episode, uncertainty, mask_w, gtpo_beta)
     elif transform_mode == "gtpo_hicra":
-        tokens = apply_hicra(gtpo_token_advantages(episode, uncertainty, active_w, gtpo_beta), plan_w, hicra_alpha)
+        check_hicra_alpha(hicra_alpha)
+        tokens = apply_hicra_(gtpo_clean(episode, uncertainty, mask_w, gtpo_beta), plan_w, hicra_alpha)
     elif transform_mode == "gtpo_sepa":
-        pooled = sepa_pool(uncertainty, mask_w, plan_w, sepa_lambda)
-        tokens = gtpo_token_advantages(episode, pooled, active_w, gtpo_beta)
+        execution = torch.sub(mask_w, plan_w, out=scratch("execution", logprobs))
+        pooled = sepa_pool_clean(uncertainty, execution, sepa_lambda, scratch)
+        tokens = gtpo_clean(episode, pooled, mask_w, gtpo_beta)
     elif is_plugin_path(transform_mode):
         func = resolve_plugin(transform_mode, "transform_mode", plugin_dir)
         out = func(episode, uncertainty, mask, planning, dict(transform_params or {}), float(sepa_lambda))
         tokens = check_tensor(out, tuple(logprobs.shape), "transform_mode", transform_mode).to(dtype)
         # A plugin may leave anything (even NaN) on padding: select, do not multiply.
-        tokens = torch.where(active_w.bool(), tokens, torch.zeros_like(tokens))
+        tokens = torch.where(mask & ~skipped[:, None], tokens, torch.zeros_like(tokens))
     else:
         raise ValueError(
             f"unknown transform_mode {transform_mode!r}: expected one of "
@@ -154,7 +165,7 @@ def compute_advantages(
         token_advantages=tokens,
         episode_advantages=episode,
         skipped=skipped,
-        stats=uncertainty_stats(uncertainty, pooled, mask_w, plan_w),
+        stats=uncertainty_stats(uncertainty, pooled, mask_w, plan_w, scratch),
         uncertainty=uncertainty,
     )
 

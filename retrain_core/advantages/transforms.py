@@ -2,9 +2,10 @@
 
 All functions take padded [N, T] tensors and a completion mask; per-completion means are
 masked sums over T, so padding never changes a result. Masks may be bool or already
-float (0/1): selection is done by multiplying with a 0/1 float mask, because on CPU a
-multiply is ~40× faster than `torch.where`/`masked_fill` with a bool mask.
-Callers pass uncertainties that are finite (the pipeline sanitises them first).
+float 0/1: selection multiplies by a 0/1 float mask, because on CPU a multiply is ~30×
+faster than `torch.where`/`masked_fill` with a bool mask. The pipeline calls the
+`*_clean` variants on uncertainties it has already capped and zeroed off the mask; they
+allocate as few [N, T] temporaries as possible (each fresh 1 MB buffer costs page faults).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .uncertainty import UNCERTAINTY_CAP
+from .workspace import Scratch, fresh
 
 GTPO_MEAN_FLOOR = 1e-7  # below this mean uncertainty GTPO leaves the advantage alone
 GTPO_EPS = 1e-8
@@ -34,12 +36,26 @@ def as_weight(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask if mask.dtype == dtype else mask.to(dtype)
 
 
-def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row mean of `values` over `mask` ([N]) and the per-row count; 0 for empty rows."""
-    weight = as_weight(mask, values.dtype)
-    counts = weight.sum(dim=1)
-    sums = (values * weight).sum(dim=1)
-    return sums / counts.clamp(min=1), counts
+def clean_uncertainty(uncertainty: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Capped at 50, NaN → 0, exactly 0 off the mask: what the `*_clean` functions expect."""
+    return torch.nan_to_num(uncertainty, nan=0.0).clamp_(max=UNCERTAINTY_CAP).mul_(weight)
+
+
+# --- GTPO ------------------------------------------------------------------------------------
+
+def gtpo_clean(episode_adv: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, beta: float) -> torch.Tensor:
+    """GTPO on a clean uncertainty (see module docstring); one [N, T] allocation."""
+    adv = episode_adv.to(u.dtype)[:, None]
+    if beta == 0:
+        return adv * weight
+    mean_u = u.sum(dim=1) / weight.sum(dim=1).clamp(min=1)
+    # 1 + β(u/(ū+ε) − 1) rearranged as u·(β/(ū+ε)) + (1 − β): one pass over [N, T].
+    # Rows whose mean uncertainty is ~0 get weight 1 everywhere: scale 0, offset 1.
+    flat = mean_u < GTPO_MEAN_FLOOR
+    scale = torch.where(flat, torch.zeros_like(mean_u), beta / (mean_u + GTPO_EPS))
+    offset = torch.where(flat, torch.ones_like(mean_u), torch.full_like(mean_u, 1.0 - beta))
+    weights = torch.addcmul(offset[:, None], u, scale[:, None]).clamp_(min=0.0)
+    return weights.mul_(adv).mul_(weight)
 
 
 def gtpo_token_advantages(
@@ -47,55 +63,82 @@ def gtpo_token_advantages(
 ) -> torch.Tensor:
     """GTPO: A · max(0, 1 + β(u_t/(ū + 1e-8) − 1)); A itself when β = 0 or ū < 1e-7."""
     weight = as_weight(mask, uncertainty.dtype)
-    adv = episode_adv.to(uncertainty.dtype)[:, None]
-    if beta == 0:
-        return adv * weight
-    u = torch.clamp(uncertainty, max=UNCERTAINTY_CAP) * weight
-    mean_u, _ = masked_row_mean(u, weight)
-    # 1 + β(u/(ū+ε) − 1) rearranged as u·(β/(ū+ε)) + (1 − β): fewer passes over [N, T].
-    scale = beta / (mean_u + GTPO_EPS)
-    offset = torch.full_like(mean_u, 1.0 - beta)
-    # Rows whose mean uncertainty is ~0 get weight 1 on every token: scale 0, offset 1.
-    flat = mean_u < GTPO_MEAN_FLOOR
-    scale = torch.where(flat, torch.zeros_like(scale), scale)
-    offset = torch.where(flat, torch.ones_like(offset), offset)
-    weights = torch.addcmul(offset[:, None], u, scale[:, None]).clamp_(min=0.0)
-    return weights.mul_(adv * weight)
+    return gtpo_clean(episode_adv, clean_uncertainty(uncertainty, weight), weight, beta)
+
+
+# --- HICRA -----------------------------------------------------------------------------------
+
+def check_hicra_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"hicra.alpha must be in [0, 1] (a larger α flips negative advantages), got {alpha!r}"
+        )
 
 
 def apply_hicra(token_adv: torch.Tensor, planning_mask: torch.Tensor, alpha: float) -> torch.Tensor:
-    """HICRA: A_t + α|A_t| on planning tokens, unchanged elsewhere.
+    """HICRA: A_t + α|A_t| on planning tokens, unchanged elsewhere (a new tensor).
 
     α must lie in [0, 1]: beyond 1 a negative advantage would change sign.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"hicra.alpha must be in [0, 1] (a larger α flips negative advantages), got {alpha!r}")
-    return token_adv + alpha * token_adv.abs() * as_weight(planning_mask, token_adv.dtype)
+    check_hicra_alpha(alpha)
+    return torch.addcmul(token_adv, token_adv.abs(), as_weight(planning_mask, token_adv.dtype), value=alpha)
+
+
+def apply_hicra_(token_adv: torch.Tensor, plan_weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """In-place HICRA on the pipeline's own buffer."""
+    check_hicra_alpha(alpha)
+    return token_adv.addcmul_(token_adv.abs(), plan_weight, value=alpha)
+
+
+# --- SEPA pooling ----------------------------------------------------------------------------
+
+def sepa_pool_clean(
+    u: torch.Tensor, execution: torch.Tensor, sepa_lambda: float, scratch: Scratch = fresh
+) -> torch.Tensor:
+    """SEPA on a clean uncertainty with a 0/1 float execution mask (result in scratch "pooled")."""
+    lam = min(max(float(sepa_lambda), 0.0), 1.0)
+    if lam == 0.0:
+        return u
+    exec_u = torch.mul(u, execution, out=scratch("product", u))
+    mu_exec = exec_u.sum(dim=1) / execution.sum(dim=1).clamp(min=1)
+    # u·(1 − λe) + λμe with e ∈ {0, 1}: exactly u off execution tokens and exactly μ at λ = 1.
+    # Rows without execution tokens have e = 0 everywhere, so they stay unchanged.
+    pooled = torch.mul(execution, -lam, out=scratch("pooled", u)).add_(1.0).mul_(u)
+    return pooled.addcmul_(execution, (lam * mu_exec)[:, None])
 
 
 def sepa_pool(
     uncertainty: torch.Tensor, mask: torch.Tensor, planning_mask: torch.Tensor, sepa_lambda: float
 ) -> torch.Tensor:
     """SEPA: execution tokens move to λ·μ_exec + (1−λ)·u_t; planning tokens unchanged."""
-    lam = min(max(float(sepa_lambda), 0.0), 1.0)
-    if lam == 0.0:
+    if min(max(float(sepa_lambda), 0.0), 1.0) == 0.0:
         return uncertainty
-    execution = as_weight(mask, uncertainty.dtype) * (1.0 - as_weight(planning_mask, uncertainty.dtype))
-    mu_exec, _ = masked_row_mean(uncertainty, execution)
-    # u·(1 − λe) + λμe with e ∈ {0, 1}: exactly u off execution tokens and exactly μ at λ = 1.
-    # Rows without execution tokens have e = 0 everywhere, so they stay unchanged.
-    keep = 1.0 - lam * execution
-    return torch.addcmul(uncertainty * keep, execution, (lam * mu_exec)[:, None])
+    dtype = uncertainty.dtype
+    execution = as_weight(mask, dtype) * (1.0 - as_weight(planning_mask, dtype))
+    u = torch.nan_to_num(uncertainty, nan=0.0)
+    pooled = sepa_pool_clean(u * execution, execution, sepa_lambda)
+    # Off the execution tokens the input passes through untouched.
+    return torch.where(execution.bool(), pooled, uncertainty)
 
 
-def _sums(values: torch.Tensor, weight: torch.Tensor) -> tuple[float, float, float]:
-    """Count, sum and sum of squares (accumulated in float64) of the selected entries."""
-    chosen = values * weight
+# --- statistics ------------------------------------------------------------------------------
+
+def _moments(values: torch.Tensor, plan_weight: torch.Tensor, scratch: Scratch) -> tuple[float, ...]:
+    """Σx and Σx² over all completion tokens and over planning tokens (float64 totals).
+
+    `values` is 0 off the completion mask. Rows are reduced in float32 (≤ T terms each)
+    and the row totals summed in float64.
+    """
     f64 = torch.float64
+    planned = torch.mul(values, plan_weight, out=scratch("planned", values))
+    product = scratch("product", values)
+    squares = torch.mul(values, values, out=product).sum(dim=1).sum(dtype=f64)
+    plan_squares = torch.mul(planned, values, out=product).sum(dim=1).sum(dtype=f64)
     return (
-        float(weight.sum(dtype=f64).item()),
-        float(chosen.sum(dtype=f64).item()),
-        float((chosen * chosen).sum(dtype=f64).item()),
+        float(values.sum(dtype=f64).item()),
+        float(squares.item()),
+        float(planned.sum(dtype=f64).item()),
+        float(plan_squares.item()),
     )
 
 
@@ -108,16 +151,19 @@ def _mean_var(count: float, total: float, squares: float) -> tuple[float, float]
 
 
 def uncertainty_stats(
-    raw: torch.Tensor, pooled: torch.Tensor, mask: torch.Tensor, planning_mask: torch.Tensor
+    raw: torch.Tensor, pooled: torch.Tensor, mask: torch.Tensor, planning_mask: torch.Tensor,
+    scratch: Scratch = fresh,
 ) -> dict[str, float]:
     """Step statistics of §4.7, named as metrics.jsonl names them ("surprisal" whatever the kind).
 
-    Computed over every completion token of the step, skipped groups included: they are
-    the model's uncertainty all the same, and the SEPA auto schedule wants all of it.
-    Sums are float64, so E[x²] − E[x]² is exact enough for values capped at 50.
+    `raw` and `pooled` must be 0 off the mask (as the pipeline's are). Computed over every
+    completion token of the step, skipped groups included: they are the model's
+    uncertainty all the same, and the SEPA auto schedule wants all of it.
     """
     weight = as_weight(mask, raw.dtype)
-    planning = weight * as_weight(planning_mask, raw.dtype)
+    plan_weight = torch.mul(as_weight(planning_mask, raw.dtype), weight, out=scratch("plan_weight", raw))
+    n_all = float(weight.sum(dtype=torch.float64).item())
+    n_plan = float(plan_weight.sum(dtype=torch.float64).item())
     stats: dict[str, float] = {}
     for suffix, values in (("", raw), ("_pooled", pooled)):
         if suffix and values is raw:  # no pooling happened: the "after" figures are the same
@@ -125,13 +171,10 @@ def uncertainty_stats(
                 stats[f"{key}_surprisal_mean_pooled"] = stats[f"{key}_surprisal_mean"]
                 stats[f"{key}_surprisal_var_pooled"] = stats[f"{key}_surprisal_var"]
             continue
-        every = _sums(values, weight)
-        plan = _sums(values, planning)
-        execution = tuple(a - b for a, b in zip(every, plan))
-        for key, sums in (("exec", execution), ("plan", plan)):
+        s1, s2, p1, p2 = _moments(values, plan_weight, scratch)
+        for key, sums in (("exec", (n_all - n_plan, s1 - p1, s2 - p2)), ("plan", (n_plan, p1, p2))):
             mean, var = _mean_var(*sums)
             stats[f"{key}_surprisal_mean{suffix}"] = mean
             stats[f"{key}_surprisal_var{suffix}"] = var
-    total = float(weight.sum().item())
-    stats["planning_token_fraction"] = float(planning.sum().item()) / total if total else 0.0
+    stats["planning_token_fraction"] = n_plan / n_all if n_all else 0.0
     return {k: stats[k] for k in STAT_KEYS}

@@ -50,7 +50,7 @@ def shannon_entropy(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) 
         raise ValueError(
             f"entropies has shape {tuple(entropies.shape)}, expected {tuple(logprobs.shape)}"
         )
-    return entropies.to(logprobs.dtype)
+    return entropies.to(logprobs.dtype, copy=True)  # finalised in place: never the caller's
 
 
 UNCERTAINTY_KINDS = {
@@ -61,11 +61,11 @@ UNCERTAINTY_KINDS = {
 
 
 def finalize_uncertainty(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cap at 50 and force exactly 0 on padding.
+    """Cap at 50 and force exactly 0 on padding (in place when `values` is a fresh tensor).
 
-    Padded logprobs may hold anything (0, −inf, NaN): NaN becomes 0 and +inf the cap
+    Padded logprobs may hold anything (0, −inf, NaN): NaN becomes 0 and ±inf finite
     before the mask multiplies, so padding is exactly 0 (a NaN on a real token, which
-    no sampler produces, would count as 0 uncertainty rather than poison the batch).
+    no sampler produces, counts as 0 uncertainty rather than poisoning the batch).
     """
     weight = mask if mask.dtype == values.dtype else mask.to(values.dtype)
-    return torch.nan_to_num(values, nan=0.0).clamp_(max=UNCERTAINTY_CAP).mul_(weight)
+    return torch.nan_to_num_(values, nan=0.0).clamp_(max=UNCERTAINTY_CAP).mul_(weight)
