@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import psutil
 import pytest
@@ -110,3 +112,16 @@ def test_control_cli_errors(tmp_path):
     assert res.returncode == 1 and "--resume" in res.stderr
     res = retrain(["stop", tmp_path], env, tmp_path)
     assert res.returncode == 2 and "not a campaign directory" in res.stderr
+
+
+def test_wrapper_killed_from_outside_leaves_no_orphan_trainer(tmp_path):
+    cfg = write_campaign(tmp_path, seeds=(5,), conditions=1, max_steps=500)
+    env = fake_env(tmp_path, step_s=0.1)
+    root = launch(tmp_path, cfg, env, "--grace-seconds", "1")
+    run = "grpo+none_s5"
+    wait_until(lambda: (root / "runs" / run / "metrics.jsonl").exists(), 20, what="training")
+    os.kill(state(root)["runs"][run]["pid"], signal.SIGKILL)  # the wrapper, not the trainer
+    wait_until(lambda: campaign_over(root), 20, what="run settled")
+    st = state(root)["runs"][run]
+    assert st["status"] == "failed" and "vanished" in st["error"]
+    assert run_processes(root.name) == []  # the orphaned trainer was ended too

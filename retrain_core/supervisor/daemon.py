@@ -64,6 +64,7 @@ class Supervisor:
         self.kills: dict[str, KillJob] = {}
         self.after_kill: dict[str, str] = {}
         self.restart_first: list[str] = []
+        self.vanished: dict[str, ExitInfo] = {}
         self.failure_lines: list[str] = []
         self.squeeze = SqueezeHook(self.root, self.manifest, self.state, self.log)
         self._last_write = 0.0
@@ -163,7 +164,13 @@ class Supervisor:
             if name in self.kills:
                 continue
             info = self.launcher.poll(handle)
-            if info is not None:
+            if info is not None and not info.recorded:
+                # The wrapper died without a record (killed from outside): its trainer may
+                # still run as an orphan. End the run's leftovers before anything else.
+                self.kills[name] = KillJob(None, None, self.spec(name).run_id, self.grace_s)
+                self.after_kill[name] = "vanished"
+                self.vanished[name] = info
+            elif info is not None:
                 del self.handles[name]
                 self.on_exit(name, info)
                 changed = True
@@ -230,6 +237,9 @@ class Supervisor:
         if self.manifest.get("throttle"):
             wake_waiters(self.root / THROTTLE)  # its slot is free: waiters need not poll
         outcome = self.after_kill.pop(name, "killed")
+        if outcome == "vanished":
+            self.on_exit(name, self.vanished.pop(name))
+            return
         if info is not None and info.recorded and info.returncode == 0 and outcome == "killed":
             self.on_exit(name, info)  # it finished on its own before the kill reached it
             return
