@@ -61,10 +61,15 @@ def campaign_summary(root: Path) -> dict:
         if manifest.get("parallel"):
             workers = min(manifest.get("max_workers") or len(runs), len(runs))
         eta = remaining * median / max(1, workers)
+    alive = api.supervisor_alive(root)
+    if not alive:
+        eta = None  # nothing is progressing
+        for r in runs:
+            r["eta_s"] = None
     heartbeat = sup.get("heartbeat")
     return {"dir": str(root), "campaign": manifest.get("campaign", root.name),
             "created": manifest.get("created"),
-            "supervisor": {"alive": api.supervisor_alive(root), "pid": sup.get("pid"),
+            "supervisor": {"alive": alive, "pid": sup.get("pid"),
                            "paused": sup.get("paused", False), "pause_reason": sup.get("pause_reason", ""),
                            "stopping": sup.get("stopping", False),
                            "heartbeat_age_s": time.time() - heartbeat if heartbeat else None},
@@ -87,7 +92,8 @@ def print_campaign(c: dict) -> None:
     if sup["alive"]:
         state = "supervisor running"
     elif unfinished:
-        state = f"no supervisor: retrain campaign --resume {c['dir']}"
+        why = "stopped" if sup["stopping"] else "no supervisor"
+        state = f"{why}: continue with retrain campaign --resume {c['dir']}"
     else:
         state = "finished"
     if sup["paused"]:
