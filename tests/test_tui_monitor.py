@@ -248,3 +248,18 @@ def test_watcher_coalesces_snapshots(tmp_path: Path) -> None:
     assert len(wakes) == 1 and snap is not None and snap.version > 3
     assert watcher.take() is None
     asyncio.run(asyncio.sleep(0))
+
+
+async def test_campaign_actions_in_command_palette(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, statuses=RUNNING)
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.refresh_now()
+        await pilot.press("n")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Kill selected run", "Restart selected run", "Pause / resume launching",
+                      "Squeeze panel", "Resume supervisor", "Keys"):
+            assert title in titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "CommandPalette"
