@@ -7,6 +7,12 @@ trainers do: nested Python lists, one token at a time, a regex per completion.
 
     .venv/bin/python bench/advantages.py            # full size
     .venv/bin/python bench/advantages.py --quick    # small smoke run
+
+Both sides are timed alternately so that load from other processes hits both alike; the
+minima are printed too. In a small process glibc hands freed multi-MB blocks back to
+the OS, so fresh [N, T] buffers page-fault (a trainer that has touched large tensors
+does not); `MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000` shows
+the steady-state figure.
 """
 
 from __future__ import annotations
