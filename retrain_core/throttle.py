@@ -119,11 +119,17 @@ class Throttle:
             fcntl.flock(queue_fd, fcntl.LOCK_EX)  # kernel-blocking: parked, no CPU
             if not self._try_slots():
                 self._wait_as_head()
+            self.last_wait_s = time.monotonic() - start
+            # Identity before handing the queue on: the next waiter we wake could
+            # otherwise run first and delay us while we already hold the slot.
+            try:
+                self._write_identity()
+            except BaseException:
+                self.release()
+                raise
         finally:
             fcntl.flock(queue_fd, fcntl.LOCK_UN)
             os.close(queue_fd)
-        self.last_wait_s = time.monotonic() - start
-        self._write_identity()
         return self
 
     def _wait_as_head(self) -> None:
