@@ -2,11 +2,11 @@
 
 A char-level tokenizer (the `tokenizers` library, wrapped in PreTrainedTokenizerFast) and a
 small Llama-architecture model, warm-started with a short seeded supervised run on the
-arithmetic task. Some warm-start targets are deliberately wrong (a nearby number), so the
-model knows the format and roughly the answer but samples the right one only some of the
-time: RL then has both signal and room to improve (the default recipe stops the warm start
-early instead, which leaves the same kind of headroom). Some targets say "let me check" before
-the box, so planning-token transforms (HICRA, SEPA) have tokens to act on.
+arithmetic task. Every target restates the problem and computes it ("12+3=15"); only some
+then put the answer in `\\boxed{}` (the others stop, and score 0), so the model starts at a
+middling sampled accuracy with a habit that RL can fix on any problem: reward signal and
+room to improve. Some targets say "let me check" before the box, so planning-token
+transforms (HICRA, SEPA) have tokens to act on.
 
 Built once into `$RETRAIN_CACHE` (or ~/.cache/retrain) under a file lock, written into a
 temporary directory and renamed into place, so concurrent builders never see half a model.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 BUILTIN_NAME = "builtin:tiny-arith"
-MODEL_VERSION = "tiny-arith-v1"  # bump when the recipe changes: a new cache entry is built
+MODEL_VERSION = "tiny-arith-v3"  # bump when the recipe changes: a new cache entry is built
 PROMPT_TEMPLATE = "{question}\n\nPut your final answer within \\boxed{{}}."
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
@@ -33,6 +33,7 @@ WARM_STEPS = 600
 WARM_BATCH = 32
 WARM_LR = 3e-3
 CORRECT_TARGET_FRACTION = 1.0  # below 1, the rest carry a nearby wrong answer
+BOXED_TARGET_FRACTION = 0.6  # the rest forget the box: a habit RL can unlearn on any problem
 PLANNING_TARGET_FRACTION = 0.3
 
 
@@ -99,7 +100,9 @@ def _warm_target(problem, rng: random.Random) -> str:
     # tiny model learns far faster than attending back across the instruction.
     work = f"{problem.question[:-2]}={answer}"
     box = "\\boxed{" + str(answer) + "}"
-    return f"{work}, let me check {box}" if rng.random() < PLANNING_TARGET_FRACTION else f"{work} {box}"
+    if rng.random() < PLANNING_TARGET_FRACTION:
+        return f"{work}, let me check {box}"
+    return f"{work} {box}" if rng.random() < BOXED_TARGET_FRACTION else work
 
 
 def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS) -> Path:
