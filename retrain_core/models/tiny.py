@@ -60,7 +60,12 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
         try:
             build_tiny_model(tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                # Someone put a model there without the lock (e.g. a copied cache): keep theirs.
+                if not (target / "config.json").exists():
+                    raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
