@@ -9,10 +9,10 @@ trainers do: nested Python lists, one token at a time, a regex per completion.
     .venv/bin/python bench/advantages.py --quick    # small smoke run
 
 Both sides are timed alternately so that load from other processes hits both alike; the
-minima are printed too. In a small process glibc hands freed multi-MB blocks back to
-the OS, so fresh [N, T] buffers page-fault (a trainer that has touched large tensors
-does not); `MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000` shows
-the steady-state figure.
+minima are printed too. In a fresh small process glibc hands every freed multi-MB block
+back to the OS, so each call's temporaries page-fault (a trainer that has handled large
+tensors is past that); the benchmark therefore first calls `warm_allocator()` (one 24 MB
+block allocated and freed), unless `--cold-allocator`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerFast
 
 from retrain_core.advantages import PlanningDetector, compile_gram_pattern, compute_advantages
 from retrain_core.advantages.planning import decode_token_pieces
+from retrain_core.advantages.workspace import warm_allocator
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_PLANNING_GRAMS
 
 FILLER = ["so", "we", "have", "x", "plus", "y", "equals", "the", "sum", "of", "both", "terms", "and", "then", "the", "answer", "is", "twelve", "compute", "first", "value", "second", "value", "therefore", "multiply", "divide", "check", "result", "step"]
@@ -202,15 +203,19 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: these ops are memory-bound; 0 = torch default)")
     parser.add_argument("--quick", action="store_true", help="2×4 completions, T=256")
+    parser.add_argument("--cold-allocator", action="store_true",
+                        help="skip warm_allocator(): glibc's default thresholds (page faults every call)")
     args = parser.parse_args()
     if args.quick:
         args.groups, args.group_size, args.length, args.reps, args.loop_reps = 2, 4, 256, 4, 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.cold_allocator:
+        warm_allocator()
     tokenizer, ids, mask, rewards, group_ids, logprobs = build_inputs(args.groups, args.group_size, args.length)
     n, length = ids.shape
     print(f"N={n} ({args.groups}×{args.group_size}), T={length}, completion tokens={int(mask.sum())}, "
-          f"torch threads={torch.get_num_threads()}")
+          f"torch threads={torch.get_num_threads()}, allocator {'cold' if args.cold_allocator else 'warmed'}")
 
     detector = PlanningDetector(tokenizer, DEFAULT_PLANNING_GRAMS)
     detector(ids, mask)  # warm the per-token-id decode cache, as a trainer's first step does
