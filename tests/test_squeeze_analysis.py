@@ -206,3 +206,21 @@ def test_weights_file_path_accepted_and_bf16(tmp_path: Path) -> None:
 def test_bad_device_is_a_clear_error(spec_adapter: Path) -> None:
     with pytest.raises(SqueezeError, match="not a torch device"):
         analyze_adapter(spec_adapter, device="gpu0")
+
+
+def test_worker_threads_give_the_same_values_and_restore_threads(tmp_path: Path) -> None:
+    # The CPU path spreads modules over torch.get_num_threads() single-threaded workers.
+    gen = torch.Generator().manual_seed(5)
+    pairs = {f"model.layers.{i}.mlp.up_proj": (torch.randn(8, 30, generator=gen),
+                                              torch.randn(20, 8, generator=gen)) for i in range(6)}
+    path = write_adapter(tmp_path / "p", pairs, rank=8)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        analysis = analyze_adapter(path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    for (a, b), values in zip(pairs.values(), analysis.singular_values, strict=True):
+        expected = _product_svdvals(a, b)[:8]
+        assert torch.allclose(values, expected, rtol=0, atol=1e-5 * float(expected[0]))

@@ -14,6 +14,8 @@ it costs nothing and keeps the small singular values accurate.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -59,19 +61,39 @@ def _chunks(modules: list[LoraModule], chunk_bytes: int) -> list[list[LoraModule
     return [modules[i:i + size] for i in range(0, len(modules), size)]
 
 
-def _cores_streamed(weights: AdapterWeights, group: list[LoraModule]) -> torch.Tensor:
-    """Cores of one shape group, factorising each module straight from the mapped file.
+@contextmanager
+def _single_threaded_ops():
+    """torch ops on one thread each for the duration (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _core_of(pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    a, b = matrix_a(pair[0]).float(), matrix_b(pair[1]).float()
+    return core_factors(a.mT, b)
+
+
+def _cores_streamed(weights: AdapterWeights, modules: list[LoraModule]) -> list[torch.Tensor]:
+    """Cores of every module, each factorised straight from the memory-mapped file.
 
     On the CPU a batched `torch.linalg.qr` is a loop of LAPACK calls over a copied stack,
-    so stacking would only add a pass over the weights (measured in bench/squeeze.py);
-    LAPACK's own column-major copy is the single copy here.
+    so stacking only adds a pass over the weights; here LAPACK's own column-major copy is
+    the single copy. The modules are spread over `torch.get_num_threads()` workers, each
+    running its LAPACK calls on one thread: 504 small multi-threaded QRs pay a thread
+    barrier each, which on a shared, oversubscribed CPU stalls for whole scheduler time
+    slices (bench/squeeze.py measured 18-90 s instead of 2-3 s on 2 busy cores).
     """
-    cores = []
-    for module in group:
-        a = matrix_a(weights.get(module.key_a)).float()
-        b = matrix_b(weights.get(module.key_b)).float()
-        cores.append(core_factors(a.mT, b))
-    return torch.stack(cores)
+    # Mapped views, fetched here so the file handle is only touched by this thread.
+    pairs = [(weights.get(m.key_a), weights.get(m.key_b)) for m in modules]
+    workers = min(torch.get_num_threads(), len(modules))
+    if workers <= 1:
+        return [_core_of(pair) for pair in pairs]
+    with _single_threaded_ops(), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(_core_of, pairs))
 
 
 def _cores_stacked(weights: AdapterWeights, group: list[LoraModule], dev: torch.device,
@@ -112,13 +134,14 @@ def singular_values(weights: AdapterWeights, modules: list[LoraModule], device: 
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, module in enumerate(modules):
         groups[module.matrix_shapes].append(index)
+    if strategy == "streamed" and dev.type == "cpu":
+        every_core = _cores_streamed(weights, modules)
+        cores_by_group = [torch.stack([every_core[i] for i in indices]) for indices in groups.values()]
+    else:
+        cores_by_group = [_cores_stacked(weights, [modules[i] for i in indices], dev, chunk_bytes)
+                          for indices in groups.values()]
     result: list[torch.Tensor | None] = [None] * len(modules)
-    for indices in groups.values():
-        group = [modules[i] for i in indices]
-        if strategy == "streamed" and dev.type == "cpu":
-            cores = _cores_streamed(weights, group)
-        else:
-            cores = _cores_stacked(weights, group, dev, chunk_bytes)
+    for indices, cores in zip(groups.values(), cores_by_group, strict=True):
         values = torch.linalg.svdvals(cores).cpu()
         for slot, index in enumerate(indices):
             result[index] = values[slot]
