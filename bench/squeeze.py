@@ -6,7 +6,8 @@ Writes a synthetic adapter with Qwen3-4B shapes (36 layers × q,k,v,o,gate,up,do
 modules, PEFT key names) to a temp dir, then measures, interleaved per repeat so that
 load from other processes hits every variant alike:
 
-  ours      analyze_adapter(): open + QR(Aᵀ), QR(B) (R only) + batched core SVD + table
+  ours      analyze_adapter(): open (mmap) + QR(Aᵀ), QR(B) (R factors only) per module on
+            torch.get_num_threads() single-threaded workers + batched core SVD + table
   stacked   the same factorisation as one batched QR per stacked shape-group chunk
             (what a GPU runs; shown to justify the per-module CPU path)
   (a)       the straightforward per-module loop of the same method, the way reference
@@ -17,12 +18,16 @@ load from other processes hits every variant alike:
             measured on one module per distinct shape and extrapolated to all 252
 
 All timings include opening/loading the file (warm page cache: the file was just written).
+`--threads 1` runs every variant on one thread; by default torch's thread count is used,
+and on a CPU shared with other busy processes the multi-threaded peers then suffer
+OpenMP barrier stalls, so report both.
 Medians over the repeats; ratios are median(peer) / median(ours).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -101,7 +106,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
     with tempfile.TemporaryDirectory(prefix="squeeze-bench-") as tmp:
         path = Path(args.dir or tmp) / "adapter"
@@ -140,6 +146,7 @@ def main() -> int:
                             for x, y in zip(analysis.singular_values, stacked_values, strict=True))
         print(f"max normwise difference ours vs (a): {agree:.2e}, ours vs stacked: {agree_stacked:.2e}")
 
+        print(f"load average now {os.getloadavg()[0]:.2f}")
         if not args.skip_full_svd:
             peer = full_svd_peer(path, analysis.module_names, analysis.singular_values)
             for name, shape, seconds, count in peer["measured"]:
