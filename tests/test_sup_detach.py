@@ -136,3 +136,24 @@ def test_resume_after_death_between_intent_and_spawn(tmp_path, monkeypatch):
     run = state(root)["runs"]["grpo+none_s1"]
     assert (run["status"], run["attempt"], run["launching"]) == ("succeeded", 1, False)
     assert len(_lines(root / "runs" / "grpo+none_s1" / "starts.log")) == 1
+
+
+def test_supervisor_killed_mid_kill_the_resumed_one_finishes_it(tmp_path):
+    cfg = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=500)
+    env = fake_env(tmp_path, step_s=0.1, ignore_term=1)  # the trainer shrugs off SIGTERM
+    res = retrain(["campaign", cfg, "--logs-dir", tmp_path / "logs", "--grace-seconds", "30"],
+                  env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    root = next((tmp_path / "logs").glob("campaign_*"))
+    run = "grpo+none_s1"
+    wait_until(lambda: (root / "runs" / run / "metrics.jsonl").exists(), 20, what="training")
+    assert retrain(["kill", root, run], env, tmp_path).returncode == 0
+    wait_until(lambda: state(root)["runs"][run].get("kill_requested") == "killed", 10,
+               what="kill in its grace period")
+    sup = json.loads((root / "supervisor.pid").read_text())
+    os.kill(sup["pid"], signal.SIGKILL)  # dies during the 30 s grace period
+    res = retrain(["campaign", "--resume", root, "--grace-seconds", "0.5"], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: campaign_over(root), 20, what="kill finished by the new supervisor")
+    assert state(root)["runs"][run]["status"] == "killed"
+    assert run_processes(root.name) == []

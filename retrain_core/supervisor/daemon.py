@@ -217,6 +217,7 @@ class Supervisor:
     def start_kill(self, name: str, outcome: str) -> None:
         if name in self.kills:
             self.after_kill[name] = outcome if outcome == "killed" else self.after_kill[name]
+            self.run_state(name)["kill_requested"] = self.after_kill[name]
             return
         handle = self.handles[name]
         wrapper = None
@@ -229,6 +230,8 @@ class Supervisor:
         self.kills[name] = KillJob(wrapper, handle.pgid if wrapper else None,
                                    self.spec(name).run_id, self.grace_s)
         self.after_kill[name] = outcome
+        # Persisted so that a supervisor restarted mid-kill finishes the job.
+        self.run_state(name)["kill_requested"] = outcome
 
     def on_killed(self, name: str) -> None:
         del self.kills[name]
@@ -237,6 +240,7 @@ class Supervisor:
         if self.manifest.get("throttle"):
             wake_waiters(self.root / THROTTLE)  # its slot is free: waiters need not poll
         outcome = self.after_kill.pop(name, "killed")
+        self.run_state(name).pop("kill_requested", None)
         if outcome == "vanished":
             self.on_exit(name, self.vanished.pop(name))
             return

@@ -101,6 +101,8 @@ def adopt_runs(sup) -> None:
             r.update(status="running", launching=False, pid=handle.pid, pgid=handle.pgid,
                      proc_start_time=handle.start_time)
             sup.log(f"{name}: adopted running attempt {attempt} (pid {handle.pid})")
+            if r.get("kill_requested"):  # the previous supervisor died while killing it
+                sup.start_kill(name, r["kill_requested"])
             continue
         info = read_exit(sup.run_dir(name), attempt)
         if info is None and r.get("launching") and r["status"] == "pending":
@@ -115,4 +117,12 @@ def adopt_runs(sup) -> None:
             info = ExitInfo(None, None, now(), False)
         r["status"] = "running"
         sup.log(f"{name}: ended while no supervisor was watching")
-        sup.on_exit(name, info)
+        outcome = r.pop("kill_requested", None)
+        if outcome == "killed":  # it was being killed: that is how it ended
+            r.update(status="killed", exit_code=info.returncode, signal=info.signal,
+                     ended_at=info.ended_at or now())
+        elif outcome == "restart":
+            r.update(status="pending", error="")
+            sup.restart_first.append(name)
+        else:
+            sup.on_exit(name, info)
