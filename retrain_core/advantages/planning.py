@@ -117,7 +117,7 @@ class PlanningDetector:
         ids = torch.as_tensor(token_ids).cpu().numpy()
         active = torch.as_tensor(mask).bool().cpu().numpy()
         out = np.zeros(active.shape, dtype=bool)
-        flat_ids = ids[active].astype(np.int64)  # row-major: completion by completion
+        flat_ids = ids[active].astype(np.int64, copy=False)  # row-major: completion by completion
         if flat_ids.size == 0 or not self.matcher.needles:
             return torch.from_numpy(out)
         self._ensure_decoded(flat_ids)
@@ -139,8 +139,10 @@ class PlanningDetector:
         run_end = np.flatnonzero(cand & (row_last | ~np.roll(cand, -1)))  # inclusive
         if run_start.size == 0:
             return None
-        csum = np.concatenate([[0], np.cumsum(self._lengths[flat_ids])])
-        keep = csum[run_end + 1] - csum[run_start] >= self.matcher.min_len
+        token_lengths = self._lengths[flat_ids]
+        csum = np.cumsum(token_lengths)
+        run_bytes = csum[run_end] - csum[run_start] + token_lengths[run_start]
+        keep = run_bytes >= self.matcher.min_len
         run_start, run_end = run_start[keep], run_end[keep]
         if run_start.size == 0:
             return None
