@@ -147,3 +147,11 @@ def test_sigterm_then_resume_matches_straight_run(tmp_path, tiny_model_dir):
     assert [m["step"] for m in b] == [0, 1, 2, 3]
     assert a[2:] == b[2:] and a == b
     assert read_jsonl(straight / "emergence/generations.jsonl") == read_jsonl(resumed / "emergence/generations.jsonl")
+
+    # Automatic resume (what a supervisor restart relies on): the run dir holds final/ at
+    # step 4, so a longer run continues from there without --resume.
+    proc = run_cli(str(cfg), "--run-dir", str(resumed), "--max-steps", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout and "step 5/5" in proc.stdout and "step 4/5" not in proc.stdout
+    assert [m["step"] for m in read_jsonl(resumed / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+    assert json.loads((resumed / "final" / "trainer_state.json").read_text())["step"] == 5

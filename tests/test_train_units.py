@@ -178,3 +178,15 @@ def test_sampling_logprobs_match_training_pass_with_nonzero_lora(tiny_model_dir)
     stats = backend.train_step(rollouts, torch.where(m, 1.0, 0.0) * torch.tensor([1, -1] * 3)[:, None])
     assert stats["num_active_tokens"] == int(m.sum()) and stats["grad_norm"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, backend.model.parameters()))
+
+
+def test_tiny_model_cli_copies_a_loadable_model(tmp_path, tiny_model_dir):
+    out = tmp_path / "tiny"
+    proc = subprocess.run([sys.executable, "-m", "retrain_core.cli", "tiny-model", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    assert not list(out.glob("*.lock"))
+    again = subprocess.run([sys.executable, "-m", "retrain_core.cli", "tiny-model", str(out)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
