@@ -76,11 +76,18 @@ class _SampledTokenStats:
 
 class LocalBackend:
     def __init__(self, cfg, want_entropy: bool = False, micro_batch_rows: int = 0):
+        import warnings
+
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from retrain_core.models.tiny import resolve_model_path
 
+        # Keep stderr.log for real problems: no weight-loading progress bars, no library
+        # deprecation chatter between transformers and peft.
+        hf_logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         self.cfg = cfg
         self.device = pick_device(cfg.backend.devices)
         self.autocast = self.device.type == "cuda"
