@@ -52,7 +52,14 @@ def run_app(directory: Path, out: Path, seconds: float) -> None:
             self._expected = time.monotonic() + 0.02
             self.set_interval(0.02, self._probe)
             self.set_timer(seconds, self._finish)
+            self.set_timer(1.0, self._reset)  # the parent starts measuring 1 s after ready
             (out.parent / "ready").write_text("1")
+
+        def _reset(self) -> None:
+            self.lags.clear()
+            for screen in self.screen_stack:
+                if hasattr(screen, "update_latencies"):
+                    screen.update_latencies.clear()
 
         def _probe(self) -> None:
             now = time.monotonic()
@@ -60,7 +67,9 @@ def run_app(directory: Path, out: Path, seconds: float) -> None:
             self._expected = now + 0.02
 
         def _finish(self) -> None:
-            monitor = self.screen
+            from retrain_tui.screens.monitor import MonitorScreen
+
+            monitor = next(s for s in self.screen_stack if isinstance(s, MonitorScreen))
             out.write_text(json.dumps({
                 "update_latency_s": getattr(monitor, "update_latencies", []),
                 "loop_lag_s": self.lags,
@@ -70,15 +79,18 @@ def run_app(directory: Path, out: Path, seconds: float) -> None:
             }))
             self.exit()
 
-    ProbedApp(directory, poll_interval=0.5).run()
+    app = ProbedApp(directory, poll_interval=0.5)
+    app.run()
+    if getattr(app, "fatal_error", ""):
+        print(app.fatal_error, file=sys.stderr)
+        (out.parent / "fatal").write_text(app.fatal_error)
 
 
 # -- the writer process -----------------------------------------------------------------------
 def run_writer(directory: Path, runs: list[tuple[str, str, int]], rate: float,
                seconds: float) -> None:
-    from retrain_tui.fabricate import mark_supervisor_alive, metric_line
+    from retrain_tui.fabricate import metric_line
 
-    mark_supervisor_alive(directory)  # the monitor shows a live campaign, no resume dialog
     files = {name: open(directory / "runs" / name / "metrics.jsonl", "a")  # noqa: SIM115
              for name, _, _ in runs}
     period, step = 1.0 / rate, 0
@@ -103,21 +115,23 @@ def drive(directory: Path, runs, rate: float, seconds: float, write: bool, work:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
     app = subprocess.Popen([sys.executable, __file__, "--role", "app", "--dir", str(directory),
-                            "--out", str(out), "--seconds", str(seconds + 2)],
+                            "--out", str(out), "--seconds", str(seconds + 1)],
                            stdin=slave, stdout=slave, stderr=slave, env=env,
                            start_new_session=True)
     os.close(slave)
-    drained = 0
+    drained, tail = 0, b""
 
     def drain(until: float) -> None:
-        nonlocal drained
+        nonlocal drained, tail
         while time.monotonic() < until:
             ready, _, _ = select.select([master], [], [], 0.05)
             if ready:
                 try:
-                    drained += len(os.read(master, 1 << 16))
+                    data = os.read(master, 1 << 16)
                 except OSError:
                     return
+                drained += len(data)
+                tail = (tail + data)[-8192:]
 
     deadline = time.monotonic() + 60
     while not (work / "ready").exists() and time.monotonic() < deadline:
@@ -137,6 +151,9 @@ def drive(directory: Path, runs, rate: float, seconds: float, write: bool, work:
     while app.poll() is None and time.monotonic() < t1 + 30:
         drain(time.monotonic() + 0.2)
     os.close(master)
+    if not out.exists():
+        raise SystemExit("the app wrote no stats; its terminal ended with:\n"
+                         + tail.decode(errors="replace"))
     stats = json.loads(out.read_text())
     stats.update(cpu_share=(cpu1 - cpu0) / (t1 - t0), terminal_bytes=drained, **writer_info)
     return stats
@@ -166,12 +183,13 @@ def main() -> int:
         run_writer(Path(args.dir), runs, args.rate, args.seconds)
         return 0
 
-    from retrain_tui.fabricate import make_campaign
+    from retrain_tui.fabricate import make_campaign, mark_supervisor_alive
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         directory = make_campaign(work, conditions=conditions, seeds=seeds, max_steps=10**6,
                                   statuses={name: "running" for name, _, _ in runs})
+        mark_supervisor_alive(directory)  # this process stands in: a live campaign, no dialog
         idle = drive(directory, runs, args.rate, min(args.seconds, 10.0), False, work)
         load = drive(directory, runs, args.rate, args.seconds, True, work)
     print(f"monitor: {len(runs)} runs × {args.rate:g} lines/s for {args.seconds:g} s "

@@ -27,7 +27,7 @@ def is_campaign_dir(path: Path) -> bool:
 
 
 class RetrainApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "retrain-tui"
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("question_mark", "help", "Help", id="help"),

@@ -119,7 +119,7 @@ class CampaignWatcher:
     """Polls one campaign directory; `poll_once()` is the synchronous core."""
 
     def __init__(self, directory: str | Path, interval: float = 0.5,
-                 on_update: Callable[[], None] | None = None, max_plot_points: int = 400):
+                 on_update: Callable[[], None] | None = None, max_plot_points: int = 150):
         self.directory = Path(directory)
         self.interval = interval
         self.on_update = on_update

@@ -141,7 +141,7 @@ async def test_launch_kill_quit_reattach(tmp_path: Path, tiny_model_dir: Path) -
 def test_tmux_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     needs_trainer()
     script = REPO / "tests" / "tui_smoke_tmux.sh"
-    small_demo(tmp_path / "demo.toml", max_steps=40)
+    small_demo(tmp_path / "demo.toml", max_steps=20)
     result = subprocess.run(["bash", str(script), str(tmp_path)], check=False, capture_output=True,
                             text=True, timeout=540)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -13,7 +13,7 @@ BIN="$REPO/.venv/bin"
 PY="$BIN/python"
 WORK="${1:-$(mktemp -d)}"
 SESSION="retrain-smoke-$$"
-MAX_STEPS=40  # ~0.4 s/step on CPU: leaves time to kill a run mid-training
+MAX_STEPS=20  # ~0.4 s/step on CPU: time enough to kill a run mid-training
 
 if [ ! -f "$WORK/demo.toml" ]; then
   "$PY" - "$REPO/configs/demo.toml" "$WORK/demo.toml" "$MAX_STEPS" <<'PYEOF'
