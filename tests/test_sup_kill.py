@@ -96,6 +96,11 @@ def test_pause_unpause_and_stop(tmp_path):
     time.sleep(0.5)
     assert statuses(root)["grpo+none_s2"] == "pending"  # paused: nothing new starts
     assert state(root)["supervisor"]["pause_reason"] == "paused by the user"
+    # An explicit restart is carried out even while launching is paused.
+    assert retrain(["restart", root, "grpo+none_s1", "--wait", "15"], env, tmp_path).returncode == 0
+    wait_until(lambda: statuses(root)["grpo+none_s1"] == "succeeded", 20, what="restart done")
+    assert state(root)["runs"]["grpo+none_s1"]["attempt"] == 2
+    assert statuses(root)["grpo+none_s2"] == "pending"
     assert retrain(["unpause", root, "--wait", "10"], env, tmp_path).returncode == 0
     wait_until(lambda: campaign_over(root), 20, what="campaign end")
     assert statuses(root) == {"grpo+none_s1": "succeeded", "grpo+none_s2": "succeeded"}

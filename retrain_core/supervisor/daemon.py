@@ -288,9 +288,11 @@ class Supervisor:
     def schedule(self) -> bool:
         sup = self.state["supervisor"]
         launched = False
-        while not (sup["paused"] or sup["stopping"]) and len(self.handles) < self.capacity():
+        while not sup["stopping"] and len(self.handles) < self.capacity():
+            # An explicit restart is honoured even while launching is paused.
             pending = [n for n in self.restart_first if self.run_state(n)["status"] == "pending"]
-            pending += [n for n in self.order if self.run_state(n)["status"] == "pending"]
+            if not sup["paused"]:
+                pending += [n for n in self.order if self.run_state(n)["status"] == "pending"]
             if not pending:
                 break
             stagger = float(self.manifest.get("stagger_seconds") or 0)
