@@ -61,6 +61,7 @@ CASES = [
     ("negative-max-tokens", "[training]\nmax_tokens = -1\n", 2, "training.max_tokens", "positive"),
     ("top-p-high", "[training]\ntop_p = 1.5\n", 2, "training.top_p", "(0, 1]"),
     ("top-p-zero", "[training]\ntop_p = 0\n", 2, "training.top_p", "(0, 1]"),
+    ("hicra-alpha-above-one", "[hicra]\nalpha = 1.5\n", 2, "hicra.alpha", "[0, 1]"),
     ("temperature-zero", "[training]\ntemperature = 0.0\n", 2, "training.temperature", "> 0"),
     ("lr-negative", "[training]\nlr = -4e-5\n", 2, "training.lr", "> 0"),
     ("lr-nan", "[training]\nlr = nan\n", 2, "training.lr", "finite"),

@@ -105,7 +105,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "training.save_every": NON_NEGATIVE_INT,
     "data.max_examples": NON_NEGATIVE_INT,
     "gtpo.beta": NON_NEGATIVE,
-    "hicra.alpha": NON_NEGATIVE,
+    # α > 1 would flip the sign of negative advantages on planning tokens.
+    "hicra.alpha": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "sepa.steps": NON_NEGATIVE_INT,
     "sepa.delay_steps": NON_NEGATIVE_INT,
     "sepa.correct_rate_gate": ("a number <= 1 (<= 0 opens the gate at once)", lambda v: v <= 1),
