@@ -263,3 +263,27 @@ async def test_campaign_actions_in_command_palette(tmp_path: Path) -> None:
         await pilot.press("ctrl+p")
         await pilot.pause()
         assert type(app.screen).__name__ == "CommandPalette"
+
+
+async def test_errors_become_notifications(tmp_path: Path) -> None:
+    directory = make_campaign(tmp_path, statuses={r: "succeeded" for r in RUNNING})
+    app = RetrainApp(directory, start_watchers=False)  # not strict: the user's setting
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.refresh_now()
+        screen.watcher.plot_metric = "no-such-metric"  # makes the action raise ValueError
+        await pilot.press("m")
+        await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert any(n.severity == "error" and "ValueError" in n.message
+                   for n in app._notifications)
+    # an editor whose file cannot be written reports it and keeps the edits
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    app = RetrainApp(blocker / "demo.toml", logs_dir=tmp_path / "logs")
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#field-max_steps").value = "5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.is_running and app.screen.document.dirty
+        assert any("save failed" in n.message for n in app._notifications)

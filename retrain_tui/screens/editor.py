@@ -23,6 +23,7 @@ from retrain_core.config import ConfigError, Problem, load_campaign_text
 from retrain_tui.dialogs.condition import ConditionDialog
 from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.document import CAMPAIGN_SCALARS, CampaignDocument
+from retrain_tui.errors import guarded
 from retrain_tui.widgets.campaign_fields import CampaignFields
 from retrain_tui.widgets.conditions_editor import ConditionsEditor
 from retrain_tui.widgets.plan_panel import PlanPanel
@@ -162,11 +163,13 @@ class EditorScreen(Screen):
 
     # -- edits ----------------------------------------------------------------------------
     @on(CampaignFields.Changed)
+    @guarded
     def _field_changed(self, event: CampaignFields.Changed) -> None:
         self.document.set(event.key, event.value)
         self.refresh_views()
 
     @on(SeedsEditor.Changed)
+    @guarded
     def _seeds_changed(self, event: SeedsEditor.Changed) -> None:
         doc = self.document
         if event.op == "add":
@@ -178,6 +181,7 @@ class EditorScreen(Screen):
         self.refresh_views()
 
     @on(ConditionsEditor.Requested)
+    @guarded
     def _condition_requested(self, event: ConditionsEditor.Requested) -> None:
         doc, index = self.document, event.index
         conditions = doc.conditions()
@@ -200,6 +204,7 @@ class EditorScreen(Screen):
         self.refresh_views(cursor)
 
     @on(TextArea.Changed, "#base-toml")
+    @guarded
     def _base_changed(self, event: TextArea.Changed) -> None:
         self.document.set_base_text(event.text_area.text)
         self.refresh_views()
@@ -209,6 +214,7 @@ class EditorScreen(Screen):
         self.schedule_plan()
 
     @on(ProblemsList.Jump)
+    @guarded
     def _jump(self, event: ProblemsList.Jump) -> None:
         key = event.key
         if key.startswith("campaign."):
@@ -241,6 +247,7 @@ class EditorScreen(Screen):
         self.app.notify(f"saved {self.document.path.name}")
         return True
 
+    @guarded
     def action_launch(self) -> None:
         if self.campaign is None or self.problems:
             self.app.notify(f"cannot launch: {len(self.problems)} problem(s) in the config",
@@ -255,6 +262,7 @@ class EditorScreen(Screen):
         self.app.push_screen(ConfirmDialog("Launch this campaign?", body, yes="Launch"),
                              self._launch_confirmed)
 
+    @guarded
     def _launch_confirmed(self, yes: bool | None) -> None:
         if not yes or (self.document.dirty and not self.action_save()):
             return
@@ -272,6 +280,7 @@ class EditorScreen(Screen):
             return
         self.app.call_from_thread(self.app.open_monitor, directory, True, True)
 
+    @guarded
     def action_external_editor(self) -> None:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
         doc = self.document

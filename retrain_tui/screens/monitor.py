@@ -162,12 +162,14 @@ class MonitorScreen(Screen):
             self.sort = key
             self._show_runs()
 
+    @guarded
     def action_detail(self) -> None:
         from retrain_tui.screens.run_detail import RunDetailScreen
 
         if self.selected_run:
             self.app.push_screen(RunDetailScreen(self, self.selected_run))
 
+    @guarded
     def action_squeeze(self) -> None:
         from retrain_tui.screens.squeeze import SqueezeScreen
 
@@ -178,6 +180,7 @@ class MonitorScreen(Screen):
         self.status_filter = STATUS_FILTERS[(i + 1) % len(STATUS_FILTERS)]
         self._show_runs()
 
+    @guarded
     def action_cycle_condition(self) -> None:
         labels = [None] + [c.label for c in (self.snapshot.conditions if self.snapshot else [])]
         i = labels.index(self.condition_filter) if self.condition_filter in labels else 0
@@ -192,6 +195,7 @@ class MonitorScreen(Screen):
         self.reverse = not self.reverse
         self._show_runs()
 
+    @guarded
     def action_cycle_metric(self) -> None:
         metric = self.watcher.plot_metric
         self.watcher.plot_metric = PLOT_METRICS[(PLOT_METRICS.index(metric) + 1)
@@ -214,6 +218,7 @@ class MonitorScreen(Screen):
             return False
         return True
 
+    @guarded
     def action_kill(self, run: str | None = None) -> None:
         run = run or self.selected_run
         row = self.snapshot.run(run) if self.snapshot and run else None
@@ -226,6 +231,7 @@ class MonitorScreen(Screen):
                               "continue.", yes="Kill", danger=True),
                 lambda yes: yes and self.send("kill", run))
 
+    @guarded
     def action_restart(self, run: str | None = None) -> None:
         run = run or self.selected_run
         if run and self._require_supervisor():
@@ -234,6 +240,7 @@ class MonitorScreen(Screen):
                               "from its last checkpoint.", yes="Restart", danger=True),
                 lambda yes: yes and self.send("restart", run))
 
+    @guarded
     def action_pause(self) -> None:
         if self._require_supervisor():
             self.send("unpause" if self.snapshot.paused else "pause")
