@@ -21,6 +21,8 @@ import tomlkit
 from tomlkit.items import AoT, Array
 
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_SEEDS
+from retrain_tui.toml_values import inline_table as _inline
+from retrain_tui.toml_values import to_plain
 
 # A table header line: `[name]`, `[[name]]`, dotted names allowed, a trailing comment too.
 _HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*([A-Za-z_][\w.\-]*)[ \t]*\]\]?[ \t]*(#.*)?$")
@@ -64,13 +66,6 @@ def _first_header_offset(text: str) -> int:
             return offset
         offset += len(line)
     return len(text)
-
-
-def to_plain(value: Any) -> Any:
-    """tomlkit items → plain Python values."""
-    if hasattr(value, "unwrap"):
-        return value.unwrap()
-    return value
 
 
 class CampaignDocument:
@@ -313,32 +308,3 @@ class CampaignDocument:
         self.path = target
         self.original_text = text
         return target
-
-
-def _inline(cond: dict):
-    """An inline table in the `{ key = value }` style of the demo configs."""
-    table = tomlkit.inline_table()
-    table.update(cond)
-    body = table.as_string().strip()[1:-1].strip()
-    return tomlkit.parse(f"x = {{ {body} }}")["x"]
-
-
-def format_overrides(cond: dict) -> str:
-    """The condition's override keys as an inline-table body: `sepa.steps = 100, lr = 1e-5`."""
-    rest = {k: v for k, v in cond.items() if k not in ("advantage_mode", "transform_mode")}
-    if not rest:
-        return ""
-    doc = tomlkit.inline_table()
-    doc.update(rest)
-    return doc.as_string().strip()[1:-1].strip()
-
-
-def parse_overrides(text: str) -> dict:
-    """Inverse of `format_overrides`; raises ValueError with tomlkit's message."""
-    text = text.strip()
-    if not text:
-        return {}
-    try:
-        return to_plain(tomlkit.parse(f"x = {{ {text} }}")["x"])
-    except Exception as exc:  # noqa: BLE001 - tomlkit raises several exception types
-        raise ValueError(f"overrides: {exc}") from None

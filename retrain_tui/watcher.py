@@ -16,71 +16,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from retrain_tui.snapshot import (
+    KEPT_METRICS,
+    TABLE_METRICS,
+    ConditionRow,
+    RunRow,
+    Snapshot,
+)
 from retrain_tui.stats import mean_ci95, median
-
-TABLE_METRICS = ("mean_reward", "correct_rate", "loss", "sepa_lambda", "step_time_s",
-                 "throttle_wait_s")
-PLOT_METRICS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
-                "step_time_s", "throttle_wait_s", "tokens_per_second", "grad_norm",
-                "exec_surprisal_mean", "planning_token_fraction", "mean_completion_tokens")
-_KEPT_METRICS = tuple(dict.fromkeys(TABLE_METRICS + PLOT_METRICS))
-FINISHED = ("succeeded", "failed", "killed")
-
-
-@dataclass(frozen=True)
-class RunRow:
-    name: str
-    condition: str
-    seed: object
-    status: str
-    step: int
-    max_steps: int
-    attempt: int
-    metrics: dict
-    eta_s: float
-    error: str = ""
-    exit_code: object = None
-
-
-@dataclass(frozen=True)
-class ConditionRow:
-    label: str
-    seeds: int
-    correct: tuple[float, float]
-    reward: tuple[float, float]
-    steps_done: int
-    steps_total: int
-    statuses: dict
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    version: int
-    directory: Path
-    campaign: str
-    alive: bool
-    supervisor: dict
-    start_time: float | None
-    runs: list[RunRow]
-    conditions: list[ConditionRow]
-    plot_metric: str
-    plot_series: dict  # condition -> (steps, mean values)
-    eta_s: float
-    squeeze: dict
-    squeeze_analysis: dict | None
-    new_failures: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    made_at: float = 0.0  # time.monotonic() when built (for update-latency measurements)
-
-    @property
-    def paused(self) -> bool:
-        return bool(self.supervisor.get("paused"))
-
-    def run(self, name: str) -> RunRow | None:
-        return next((r for r in self.runs if r.name == name), None)
 
 
 def _finite(value) -> float:
@@ -99,7 +44,7 @@ class _RunTrack:
 
         self.name, self.run_dir, self.condition, self.seed = name, run_dir, condition, seed
         self.tail = JsonlTail(run_dir / "metrics.jsonl")
-        self.history: dict[str, list[tuple[int, float]]] = {m: [] for m in _KEPT_METRICS}
+        self.history: dict[str, list[tuple[int, float]]] = {m: [] for m in KEPT_METRICS}
         self.last: dict = {}
 
     def read(self) -> list[dict]:
@@ -108,7 +53,7 @@ class _RunTrack:
             step = line.get("step")
             if not isinstance(step, int):
                 continue
-            for metric in _KEPT_METRICS:
+            for metric in KEPT_METRICS:
                 if metric in line:
                     self.history[metric].append((step, _finite(line[metric])))
             self.last = line
@@ -360,9 +305,16 @@ class CampaignWatcher:
         return remaining * step_time / max(width, 1)
 
 
-class _FileApi:
-    """Read-only stand-in used only while `retrain_core.supervisor.api` is not importable."""
+def supervisor_api():
+    """`retrain_core.supervisor.api`, or a read-only stand-in when it cannot be imported."""
+    try:
+        from retrain_core.supervisor import api
+    except ImportError:
+        return _FileApi
+    return api
 
+
+class _FileApi:
     @staticmethod
     def read_state(directory: Path) -> dict:
         return json.loads((Path(directory) / "state.json").read_text())
@@ -374,11 +326,3 @@ class _FileApi:
     @staticmethod
     def supervisor_alive(directory: Path) -> bool:
         return False
-
-
-def supervisor_api():
-    try:
-        from retrain_core.supervisor import api
-    except ImportError:
-        return _FileApi
-    return api

@@ -13,7 +13,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Static
 
 from retrain_core.config.schema import ADVANTAGE_MODES, TRANSFORM_MODES
-from retrain_tui.document import format_overrides, parse_overrides
+from retrain_tui.toml_values import format_overrides, parse_overrides
 
 
 class ConditionDialog(ModalScreen[dict | None]):

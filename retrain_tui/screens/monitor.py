@@ -23,7 +23,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.errors import guarded
-from retrain_tui.watcher import PLOT_METRICS, CampaignWatcher, Snapshot
+from retrain_tui.snapshot import PLOT_METRICS, Snapshot
+from retrain_tui.watcher import CampaignWatcher
 from retrain_tui.widgets.campaign_header import CampaignHeader
 from retrain_tui.widgets.condition_table import ConditionTable
 from retrain_tui.widgets.metric_plot import MetricPlot

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label
 
-from retrain_tui.document import to_plain
+from retrain_tui.toml_values import to_plain
 
 NUMERIC_FIELDS = ("max_steps", "max_workers", "stagger_seconds", "max_retries")
 PLACEHOLDERS = {"max_steps": "[training].max_steps", "max_workers": "0 = all runs",

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Label
 
-from retrain_tui.document import format_overrides
+from retrain_tui.toml_values import format_overrides
 
 
 class ConditionsEditor(Widget):
