@@ -50,7 +50,9 @@ def plan_text(campaign, estimate: dict | None) -> str:
             f"wall time        {_hours(e.get('wall_hours'))}",
             f"sequential       {_hours(e.get('sequential_hours'))}",
             f"source: {e['step_time_source']}",
-            e.get("detail", ""),
+            # the core's hint names CLI flags; here the inputs above do the same
+            "no step time yet: pick a GPU or type s/step above"
+            if e["step_time_source"] == "unknown" else e.get("detail", ""),
         ]
     return "\n".join(lines)
 
