@@ -287,3 +287,32 @@ async def test_errors_become_notifications(tmp_path: Path) -> None:
         await pilot.pause()
         assert app.is_running and app.screen.document.dirty
         assert any("save failed" in n.message for n in app._notifications)
+
+
+async def test_restart_and_pause_go_through_the_control_channel(tmp_path: Path) -> None:
+    import json
+
+    from retrain_tui.fabricate import mark_supervisor_alive
+
+    directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3}, statuses=RUNNING)
+    mark_supervisor_alive(directory)  # this test process stands in for the supervisor
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.refresh_now()
+        await pilot.pause()
+        table = screen.query_one("#runs-table")
+        table.move_cursor(row=table.get_row_index("grpo+none_s42"))
+        await pilot.press("R")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.press("P")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("K")  # then decline: nothing is sent
+        await pilot.pause()
+        await pilot.press("n")
+        await app.workers.wait_for_complete()
+    sent = [json.loads(p.read_text()) for p in sorted((directory / "control").glob("*.json"))]
+    assert [(c["command"], c["run"]) for c in sent] == [("restart", "grpo+none_s42"),
+                                                        ("pause", None)]
