@@ -232,3 +232,21 @@ def test_document_new_campaign_table_in_single_run_file(tmp_path: Path) -> None:
     out = doc.full_text()
     assert out.startswith("# run\n[campaign]\nseeds = [42, 101, 202, 303, 404, 505, 606, 707, 5]")
     assert out.endswith("[training]\nlr = 1e-4  # keep\n")
+
+
+def test_toml_area_falls_back_to_plain_text(monkeypatch) -> None:
+    from textual.widgets import TextArea
+    from textual.widgets._text_area import LanguageDoesNotExist
+
+    from retrain_tui.screens import editor
+
+    original = TextArea.code_editor.__func__
+
+    def no_toml(cls, text="", *, language=None, **kwargs):
+        if language == "toml":
+            raise LanguageDoesNotExist("no tree-sitter-toml here")
+        return original(cls, text, language=language, **kwargs)
+
+    monkeypatch.setattr(TextArea, "code_editor", classmethod(no_toml))
+    area = editor.make_toml_area("[training]\nlr = 1\n")
+    assert area.language is None and area.text.startswith("[training]")
