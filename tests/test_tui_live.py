@@ -50,7 +50,7 @@ async def wait_for(pilot, predicate, timeout: float) -> None:
         await pilot.pause(0.1)
 
 
-def wait_terminal(directory: Path, timeout: float = 180) -> dict:
+def wait_terminal(directory: Path, timeout: float = 240) -> dict:
     from retrain_core.supervisor import api
 
     deadline = time.monotonic() + timeout
@@ -108,7 +108,7 @@ async def test_launch_kill_quit_reattach(tmp_path: Path, tiny_model_dir: Path) -
             await pilot.press("y")
             await wait_for(pilot, lambda: status_of(monitor, VICTIM) == "killed", 60)
             # rows follow the real metrics.jsonl of the other run
-            await wait_for(pilot, lambda: monitor.snapshot.run(SURVIVOR).step >= 1, 180)
+            await wait_for(pilot, lambda: monitor.snapshot.run(SURVIVOR).step >= 1, 300)
             assert "/6" in str(table.get_cell(SURVIVOR, "progress"))
             await pilot.press("q")
         assert app.return_code == 0
