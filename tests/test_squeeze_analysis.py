@@ -92,9 +92,10 @@ def _product_svdvals(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rank=st.integers(1, 12), n_in=st.integers(1, 40), n_out=st.integers(1, 40),
        n_modules=st.integers(1, 3), defect=st.sampled_from(["none", "zero_col", "dup_col", "graded"]),
-       seed=st.integers(0, 2**31 - 1), strategy=st.sampled_from(["streamed", "stacked"]))
+       seed=st.integers(0, 2**31 - 1), strategy=st.sampled_from(["streamed", "stacked"]),
+       chunk_bytes=st.sampled_from([1, 1 << 20]))
 def test_singular_values_equal_those_of_the_product(rank, n_in, n_out, n_modules, defect, seed,
-                                                    strategy) -> None:
+                                                    strategy, chunk_bytes) -> None:
     gen = torch.Generator().manual_seed(seed)
     pairs = {}
     for index in range(n_modules):
@@ -112,7 +113,7 @@ def test_singular_values_equal_those_of_the_product(rank, n_in, n_out, n_modules
         weights_path, _ = adapter_files(path)
         with AdapterWeights(weights_path) as weights:
             modules = find_modules(weights)
-            ours = singular_values(weights, modules, strategy=strategy)
+            ours = singular_values(weights, modules, strategy=strategy, chunk_bytes=chunk_bytes)
     for (a, b), values in zip(pairs.values(), ours, strict=True):
         expected = _product_svdvals(a, b)
         count = min(rank, n_in, n_out)
