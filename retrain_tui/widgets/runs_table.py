@@ -23,9 +23,12 @@ COLUMNS = (("run", "run"), ("condition", "cond"), ("seed", "seed"), ("status", "
 SORT_KEYS = ("run", "condition", "seed", "status", "progress", "mean_reward", "correct_rate",
              "eta")
 STATUS_ORDER = {"failed": 0, "running": 1, "pending": 2, "killed": 3, "succeeded": 4}
+# Below this width the condition and seed columns are left out: the run name holds both.
+WIDE_ENOUGH = 130
+NARROW_HIDDEN = ("condition", "seed")
 
 
-def progress_cell(step: int, max_steps: int, width: int = 8) -> Text:
+def progress_cell(step: int, max_steps: int, width: int = 6) -> Text:
     frac = min(step / max_steps, 1.0) if max_steps else 0.0
     filled = round(frac * width)
     bar = Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
@@ -33,6 +36,7 @@ def progress_cell(step: int, max_steps: int, width: int = 8) -> Text:
 
 
 def row_cells(row) -> tuple:
+    """One cell per entry of COLUMNS."""
     m = row.metrics
     return (
         row.name, row.condition, str(row.seed),
@@ -67,10 +71,28 @@ class RunsTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._order: list[str] = []
         self._cells: dict[str, tuple] = {}
+        self._narrow: bool | None = None
+        self._last_show: tuple | None = None
 
     def on_mount(self) -> None:
-        for key, title in COLUMNS:
+        self._set_columns(narrow=False)
+
+    def on_resize(self) -> None:
+        narrow = self.size.width < WIDE_ENOUGH
+        if narrow != self._narrow:
+            self._set_columns(narrow)
+            if self._last_show is not None:
+                self.show(*self._last_show)
+
+    def _set_columns(self, narrow: bool) -> None:
+        self._narrow = narrow
+        self.clear(columns=True)
+        self._keep = [i for i, (key, _) in enumerate(COLUMNS)
+                      if not (narrow and key in NARROW_HIDDEN)]
+        for i in self._keep:
+            key, title = COLUMNS[i]
             self.add_column(title, key=key)
+        self._order, self._cells = [], {}
 
     @property
     def selected_run(self) -> str | None:
@@ -84,7 +106,8 @@ class RunsTable(DataTable):
                    and (condition is None or r.condition == condition)]
         visible.sort(key=sort_key(sort), reverse=reverse)
         order = [r.name for r in visible]
-        cells = {r.name: row_cells(r) for r in visible}
+        self._last_show = (rows, sort, reverse, status, condition)
+        cells = {r.name: tuple(row_cells(r)[i] for i in self._keep) for r in visible}
         if order != self._order:
             selected = self.selected_run
             self.clear()
@@ -93,7 +116,7 @@ class RunsTable(DataTable):
             if selected in order:
                 self.move_cursor(row=order.index(selected), animate=False)
         else:
-            keys = [k for k, _ in COLUMNS]
+            keys = [COLUMNS[i][0] for i in self._keep]
             for name in order:
                 old = self._cells.get(name)
                 for i, cell in enumerate(cells[name]):
