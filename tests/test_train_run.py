@@ -155,3 +155,29 @@ def test_sigterm_then_resume_matches_straight_run(tmp_path, tiny_model_dir):
     assert "resumed from" in proc.stdout and "step 5/5" in proc.stdout and "step 4/5" not in proc.stdout
     assert [m["step"] for m in read_jsonl(resumed / "metrics.jsonl")] == [0, 1, 2, 3, 4]
     assert json.loads((resumed / "final" / "trainer_state.json").read_text())["step"] == 5
+
+
+@pytest.mark.slow
+def test_throttle_slot_wait_is_reported(tmp_path, tiny_model_dir):
+    import time
+
+    from retrain_core.throttle import Throttle
+
+    throttle_dir = tmp_path / "throttle"
+    cfg = write_config(tmp_path / "run.toml", max_steps=1, save_every=0)
+    cfg.write_text(cfg.read_text().replace('[backend]\ndevices = "cpu"',
+                                           f'[backend]\ndevices = "cpu"\nmax_concurrent = 1\nthrottle_dir = "{throttle_dir}"'))
+    run_dir = tmp_path / "run"
+    with Throttle(throttle_dir, 1, "blocker"):  # the only slot is taken
+        child = subprocess.Popen([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir", str(run_dir)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trainer_env())
+        deadline = time.time() + 180
+        while not (run_dir / "config.toml").exists() and time.time() < deadline and child.poll() is None:
+            time.sleep(0.05)  # config.toml is written right before the first sampling phase
+        time.sleep(1.0)
+        assert child.poll() is None  # still waiting for the slot
+    _, err = child.communicate(timeout=240)
+    assert child.returncode == 0, err[-3000:]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert metrics[0]["throttle_wait_s"] >= 0.8
+    assert metrics[0]["sample_time_s"] < metrics[0]["step_time_s"] - 0.8

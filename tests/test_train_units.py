@@ -173,6 +173,12 @@ def test_sampling_logprobs_match_training_pass_with_nonzero_lora(tiny_model_dir)
     assert torch.allclose(lp[m], rollouts.logprobs[m], atol=1e-4)
     assert torch.allclose(ent[m], rollouts.entropies[m], atol=1e-4)
     assert (rollouts.logprobs[~m] == 0).all()
+    # The prompt is run once per group (its KV cache repeated): same values as G full passes.
+    backend.share_prompt_pass = False
+    with torch.no_grad():
+        lp_full, _ = backend.forward_logprobs(rollouts, torch.arange(6))
+    backend.share_prompt_pass = True
+    assert torch.allclose(lp[m], lp_full[m], atol=1e-5)
     # Sampling folds LoRA into the base weights and must put every tensor back exactly.
     assert all(torch.equal(a, b) for a, b in zip(before, backend.model.parameters()))
     stats = backend.train_step(rollouts, torch.where(m, 1.0, 0.0) * torch.tensor([1, -1] * 3)[:, None])

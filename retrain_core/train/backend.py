@@ -120,6 +120,7 @@ class LocalBackend:
         # matmul itself; sampling with LoRA folded in is ~2x faster. (Off on GPU: it would
         # hold a second copy of every targeted weight during sampling.)
         self.merge_for_sampling = self.device.type == "cpu"
+        self.share_prompt_pass = True
 
     @contextmanager
     def _lora_merged(self):
@@ -196,18 +197,37 @@ class LocalBackend:
                         texts, rows, group_ids, ~is_eos.any(dim=1))
 
     def forward_logprobs(self, rollouts: Rollouts, rows: torch.Tensor, want_entropy: bool = False):
-        """Log-probs of the sampled tokens of `rows` under the current policy (chunked head)."""
-        p_ids, c_ids = rollouts.prompt_ids[rows], rollouts.completion_ids[rows]
-        attn = torch.cat([rollouts.prompt_mask[rows], rollouts.mask[rows]], dim=1).long()
-        ids = torch.cat([p_ids, c_ids], dim=1)
-        position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does for left padding
+        """Log-probs of the sampled tokens of `rows` under the current policy (chunked head).
+
+        Rows of one group share their prompt: when `rows` is made of whole groups of equal
+        size, the prompt runs once per group (with gradients) and its KV cache is repeated
+        for the group's completions, instead of G identical prompt passes."""
         causal_lm = self.model.get_base_model()
         inner = getattr(causal_lm, causal_lm.base_model_prefix)
-        with self._autocast():
-            hidden = inner(input_ids=ids, attention_mask=attn, position_ids=position_ids,
-                           use_cache=False).last_hidden_state
+        p_ids, c_ids = rollouts.prompt_ids[rows], rollouts.completion_ids[rows]
+        p_mask, c_mask = rollouts.prompt_mask[rows].long(), rollouts.mask[rows].long()
+        attn = torch.cat([p_mask, c_mask], dim=1)
+        position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does for left padding
         p = p_ids.shape[1]
-        hidden = hidden[:, p - 1 : p - 1 + c_ids.shape[1]]
+        _, counts = torch.unique_consecutive(rollouts.group_ids[rows], return_counts=True)
+        shared = bool((counts == counts[0]).all()) and int(counts[0]) > 1 and self.share_prompt_pass
+        with self._autocast():
+            if shared:
+                first = torch.cumsum(counts, 0) - counts
+                prompt_out = inner(input_ids=p_ids[first], attention_mask=p_mask[first],
+                                   position_ids=position_ids[first, :p], use_cache=True)
+                cache = prompt_out.past_key_values
+                repeats = int(counts[0])
+                cache.batch_repeat_interleave(repeats)
+                last_prompt = prompt_out.last_hidden_state[:, -1:].repeat_interleave(repeats, dim=0)
+                comp = inner(input_ids=c_ids, attention_mask=attn, position_ids=position_ids[:, p:],
+                             past_key_values=cache, use_cache=True).last_hidden_state
+                hidden = torch.cat([last_prompt, comp[:, :-1]], dim=1)
+            else:
+                ids = torch.cat([p_ids, c_ids], dim=1)
+                hidden = inner(input_ids=ids, attention_mask=attn, position_ids=position_ids,
+                               use_cache=False).last_hidden_state
+                hidden = hidden[:, p - 1 : p - 1 + c_ids.shape[1]]
         return token_logprobs(hidden, causal_lm.get_output_embeddings(), c_ids,
                               temperature=self.cfg.training.temperature, want_entropy=want_entropy)
 
