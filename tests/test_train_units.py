@@ -77,8 +77,8 @@ def test_chunked_logprobs_match_full_log_softmax():
     full = torch.log_softmax(head(hidden) / 0.7, dim=-1)
     want_lp = full.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     want_ent = -(full.exp() * full).sum(-1)
-    # chunk_tokens=t: one row per chunk, so no chunk ever holds more than [1, T, V].
-    lp, ent = token_logprobs(hidden, head, targets, temperature=0.7, want_entropy=True, chunk_tokens=t)
+    # chunk_tokens=3: chunks cut across rows; no chunk holds more than [3, V] logits.
+    lp, ent = token_logprobs(hidden, head, targets, temperature=0.7, want_entropy=True, chunk_tokens=3)
     assert torch.allclose(lp, want_lp, atol=1e-5) and torch.allclose(ent, want_ent, atol=1e-5)
     # Gradients through the checkpointed chunks equal those of the full computation.
     g1 = torch.autograd.grad(lp.sum(), hidden)[0]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+LOGITS_BUDGET_ELEMENTS = 64 * 2**20  # fp32 logits elements per chunk (256 MiB)
+
 
 def _chunk_stats(hidden, head_weight, head_bias, targets, temperature: float, want_entropy: bool):
     logits = torch.nn.functional.linear(hidden, head_weight, head_bias).float() / temperature
@@ -28,24 +30,30 @@ def token_logprobs(
     targets: torch.Tensor,         # [N, T] token ids
     temperature: float = 1.0,
     want_entropy: bool = False,
-    chunk_tokens: int = 8192,
+    chunk_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each target under softmax(logits / temperature), and optionally the entropy."""
+    """Log-prob of each target under softmax(logits / temperature), and optionally the entropy.
+
+    Tokens are processed in chunks of `chunk_tokens` (rows × positions flattened); by default
+    a chunk's fp32 logits stay under ~256 MiB whatever the vocabulary."""
     temperature = temperature if temperature > 0 else 1.0
     n, t = targets.shape
-    rows = max(1, chunk_tokens // max(t, 1))
     weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
+    if chunk_tokens is None:
+        chunk_tokens = max(1, LOGITS_BUDGET_ELEMENTS // weight.shape[0])
+    flat_hidden = hidden.reshape(n * t, hidden.shape[-1])
+    flat_targets = targets.reshape(n * t)
     lps, ents = [], []
-    for start in range(0, n, rows):
-        args = (hidden[start : start + rows], weight, bias, targets[start : start + rows])
+    for start in range(0, n * t, chunk_tokens):
+        args = (flat_hidden[start : start + chunk_tokens], weight, bias, flat_targets[start : start + chunk_tokens])
         if torch.is_grad_enabled() and hidden.requires_grad:
             lp, ent = checkpoint(_chunk_stats, *args, temperature, want_entropy, use_reentrant=False)
         else:
             lp, ent = _chunk_stats(*args, temperature, want_entropy)
         lps.append(lp)
         ents.append(ent)
-    lp = torch.cat(lps) if lps else hidden.new_zeros((0, t))
-    ent = torch.cat(ents) if (want_entropy and ents) else None
+    lp = torch.cat(lps).reshape(n, t) if lps else hidden.new_zeros((n, t))
+    ent = torch.cat(ents).reshape(n, t) if (want_entropy and ents) else None
     return lp, ent
 
 
