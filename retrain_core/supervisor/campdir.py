@@ -121,6 +121,9 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "runs": runs,
         "squeeze": {"enabled": squeeze_requested(source),
                     "threshold": squeeze_cfg.min_variance_retention,
+                    "target_ranks": list(squeeze_cfg.target_ranks),
+                    "source_rank": squeeze_cfg.source_rank,
+                    "device": squeeze_cfg.device,
                     "wandb_project": campaign.base.logging.wandb_project,
                     "recommended_rank": None},
     }

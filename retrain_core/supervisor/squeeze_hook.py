@@ -63,6 +63,12 @@ class SqueezeHook:
         cmd = [*prefix, str(adapter),
                "--threshold", str(cfg.get("threshold", 0.95)),
                "--analysis-out", str(sq_dir / "analysis.json")]
+        if cfg.get("target_ranks"):
+            cmd += ["--target-ranks", ",".join(str(k) for k in cfg["target_ranks"])]
+        if cfg.get("source_rank"):
+            cmd += ["--source-rank", str(cfg["source_rank"])]
+        if cfg.get("device"):
+            cmd += ["--device", cfg["device"]]
         if cfg.get("wandb_project"):
             cmd += ["--wandb-project", cfg["wandb_project"]]
         with open(sq_dir / "squeeze.log", "ab") as log:
