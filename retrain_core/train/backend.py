@@ -175,6 +175,8 @@ class LocalBackend:
             "do_sample": True, "temperature": temperature, "top_p": t.top_p, "top_k": 0}
         self.model.eval()
         with self._autocast(), self._lora_merged():
+            if group_size > 1 and self.share_prompt_pass and prompt_ids.shape[1] > 1:
+                gen_kwargs["past_key_values"] = self._shared_prefill(prompt_ids, prompt_mask, group_size)
             seqs = self.model.generate(
                 input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
                 eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
@@ -195,6 +197,18 @@ class LocalBackend:
         group_ids = torch.arange(len(prompts), device=self.device).repeat_interleave(group_size)
         return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, logprobs.float(), entropies,
                         texts, rows, group_ids, ~is_eos.any(dim=1))
+
+    def _shared_prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):
+        """KV cache of every prompt but its last token, computed once per group and repeated:
+        `generate` then feeds only the last prompt token of each row."""
+        first = torch.arange(0, prompt_ids.shape[0], group_size, device=prompt_ids.device)
+        ids, mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
+        position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(group_size)
+        return cache
 
     def forward_logprobs(self, rollouts: Rollouts, rows: torch.Tensor, want_entropy: bool = False):
         """Log-probs of the sampled tokens of `rows` under the current policy (chunked head).
