@@ -154,24 +154,8 @@ class JsonlTail:
 
 def read_last_record(path: str | os.PathLike, max_bytes: int = 65536) -> dict | None:
     """The last complete JSON object line of a file, reading only its end (for `status`)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return None
-    for line in reversed(data.split(b"\n")):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue  # a partial last line, or a line cut at the window's start
-        if isinstance(obj, dict):
-            return obj
-    return None
+    records = read_last_records(path, 1, max_bytes)
+    return records[0] if records else None
 
 
 def read_last_records(path: str | os.PathLike, count: int, max_bytes: int = 1 << 20) -> list[dict]:
