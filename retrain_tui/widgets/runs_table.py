@@ -122,5 +122,5 @@ class RunsTable(DataTable):
                 for i, cell in enumerate(cells[name]):
                     if old is None or str(old[i]) != str(cell) or (
                             isinstance(cell, Text) and old[i].style != cell.style):
-                        self.update_cell(name, keys[i], cell)
+                        self.update_cell(name, keys[i], cell, update_width=True)
         self._order, self._cells = order, cells
