@@ -196,3 +196,20 @@ def test_tiny_model_cli_copies_a_loadable_model(tmp_path, tiny_model_dir):
     again = subprocess.run([sys.executable, "-m", "retrain_core.cli", "tiny-model", str(out)],
                            capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_select_run_from_campaign_file(repo_root):
+    from retrain_core.config import load_campaign
+    from retrain_core.train.cli import select_run
+
+    camp = load_campaign(repo_root / "configs" / "demo.toml")
+    cfg, label, name = select_run(camp, "maxrl+gtpo_sepa_s101", None)
+    assert (label, name, cfg.training.seed) == ("maxrl+gtpo_sepa", "maxrl+gtpo_sepa_s101", 101)
+    assert cfg.training.max_steps == 30 and cfg.model.model == "builtin:tiny-arith"
+    assert select_run(camp, None, "grpo+none")[1] == "grpo+none"
+    with pytest.raises(ValueError, match="--run-name"):
+        select_run(camp, None, None)
+    with pytest.raises(ValueError, match="no run named"):
+        select_run(camp, "nope_s1", None)
+    with pytest.raises(ValueError, match="not a condition"):
+        select_run(camp, None, "grpo+gtpo")

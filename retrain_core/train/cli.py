@@ -36,11 +36,12 @@ def select_run(camp, run_name: str | None, condition: str | None):
             raise ValueError(f"--condition {condition!r} is not a condition of {camp.source} (have: {labels})")
         run = matching[0]
         return run.config, run.label, run_name or run.name
-    if len(runs) == 1 or run_name:
+    if len(runs) == 1:
         run = runs[0]
         return run.config, run.label, run_name or run.name
     names = ", ".join(r.name for r in runs[:6]) + (" …" if len(runs) > 6 else "")
-    raise ValueError(f"{camp.source} is a campaign with {len(runs)} runs: pick one with --run-name ({names})")
+    what = f"has no run named {run_name!r}" if run_name else f"is a campaign with {len(runs)} runs"
+    raise ValueError(f"{camp.source} {what}: pick one with --run-name ({names}) or --condition")
 
 
 def main(args) -> int:
