@@ -50,7 +50,7 @@ def test_serial_campaign_layout_and_status(tmp_path):
         assert resolved["logging"]["log_dir"] == str(run_dir.resolve())
         assert resolved["training"]["max_steps"] == 3
         assert json.loads((run_dir / "exit.json").read_text())["returncode"] == 0
-        assert [m["step"] for m in _metrics(run_dir)] == [1, 2, 3]
+        assert [m["step"] for m in _metrics(run_dir)] == [0, 1, 2]
         for f in ("stdout.log", "stderr.log", "wrapper.json"):
             assert (run_dir / f).exists(), f
     st = state(root)

@@ -59,26 +59,27 @@ if os.environ.get("FAKE_SPAWN") == "1":
 fail = os.environ.get("FAKE_FAIL", "")
 fail_once = os.environ.get("FAKE_FAIL_ONCE") == "1"
 throttle = open_throttle(cfg["backend"]["throttle_dir"], cfg["backend"]["max_concurrent"], name)
-for step in range(start + 1, steps + 1):
+# Steps count from 0 like the real trainer; checkpoints record the number of steps done.
+for step in range(start, steps):
     t0 = time.time()
     with throttle:
         hold = (time.time(), None)
         time.sleep(step_s)
         hold = (hold[0], time.time())
-    rec = {"step": step, "run": name, "condition": label, "mean_reward": step / steps,
-           "correct_rate": 0.5, "loss": 1.0 / step, "step_time_s": time.time() - t0,
+    rec = {"step": step, "run": name, "condition": label, "mean_reward": (step + 1) / steps,
+           "correct_rate": 0.5, "loss": 1.0 / (step + 1), "step_time_s": time.time() - t0,
            "throttle_wait_s": throttle.last_wait_s, "hold": hold, "time": time.time()}
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
-    if fail and (fail == "*" or name in fail.split(",")) and step == 1:
+    if fail and (fail == "*" or name in fail.split(",")) and step == 0:
         if not (fail_once and (run_dir / "failed_once").exists()):
             (run_dir / "failed_once").touch()
             print("Traceback (most recent call last):", file=sys.stderr)
             print("RuntimeError: boom", file=sys.stderr)
             sys.exit(3)
-    if step % 2 == 0 or stop:
+    if (step + 1) % 2 == 0 or stop:
         ckpt.mkdir(exist_ok=True)
-        (ckpt / "latest.json").write_text(json.dumps({"step": step}))
+        (ckpt / "latest.json").write_text(json.dumps({"step": step + 1}))
     if stop:
         sys.exit(75)
 (ckpt / "final").mkdir(parents=True, exist_ok=True)

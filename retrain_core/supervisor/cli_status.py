@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
 def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
     records = read_last_records(root / entry["dir"] / "metrics.jsonl", 20)
     last = records[-1] if records else {}
-    step = last.get("step")
+    # metrics count steps from 0: the last record of step k means k + 1 steps are done.
+    step = last["step"] + 1 if isinstance(last.get("step"), int) else None
     max_steps = entry.get("max_steps")
     times = [r["step_time_s"] for r in records if isinstance(r.get("step_time_s"), (int, float))]
     step_time = statistics.median(times) if times else None
