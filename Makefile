@@ -33,6 +33,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m pip install -e ".[bench]"
+	@echo "benchmarks: $(BIN)/python bench/<name>.py (see README)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
