@@ -9,25 +9,29 @@ flock the moment its holder dies, so a killed holder's slot is free at once.
 
 Waiting, without queueing behind one slot and without a busy loop:
 - every acquirer first takes `queue.lock` with a *blocking* `flock` (the kernel parks it;
-  Linux queues conflicting flock waiters roughly first-come first-served, so nobody starves);
+  Linux chains conflicting flock waiters first-come first-served, so nobody starves);
 - the queue holder (the "head") tries every slot without blocking and takes the first
-  free one, then hands the queue on;
-- if none is free the head sleeps in `select` on the FIFO `wake.fifo`; a releaser writes one
-  byte there right after unlocking, so the head wakes within microseconds. A holder that is
-  killed writes nothing: the head also re-checks every `FALLBACK_POLL_S` (and the supervisor
-  pokes the FIFO after it kills a run).
+  free one, then hands the queue on at once, so the next head is already parked on the
+  FIFO by the time another slot frees;
+- if none is free the head sleeps in `poll` on the FIFO `wake.fifo`; a releaser writes the
+  freed slot's index there right after unlocking, so the head wakes within microseconds and
+  tries that slot first. A holder that is killed writes nothing: the head also re-checks
+  every `FALLBACK_POLL_S` (and the supervisor pokes the FIFO after it kills a run).
 
 Only one process polls at a time and only on a timeout, so waiting costs no CPU.
-Holder identity lives in `slot_<i>.json` (pid, run, since), written after acquiring and
-readable without locking (a space-padded record rewritten in place; blank = free); an
-identity whose slot lock is free is stale (its holder died) and ignored.
+Holder identity lives in `slot_<i>.json` (slot, pid, run, since), written right after
+acquiring and readable without locking (a space-padded record rewritten in place; blank =
+free); an identity whose slot lock is free is stale (its holder died) and ignored.
 
-Rule for users: never fork while holding a slot (a forked child shares the lock's open file
-description, so the slot would stay held after the parent released or died).
+Each process opens the throttle's files once (first acquire) and keeps them: a hand-over is
+then a handful of syscalls. The descriptors are close-on-exec, and a forked child drops
+its copies at once (`os.register_at_fork`), so a child never keeps a parent's lock alive.
+Rule for users: never fork while holding a slot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -35,11 +39,15 @@ import os
 import select
 import stat
 import time
+import weakref
 from pathlib import Path
 from typing import Self
 
 FALLBACK_POLL_S = 0.025  # how soon a waiter notices a slot freed by a killed holder
 RECORD_BYTES = 512  # fixed size of a slot identity record
+BLANK_RECORD = b" " * RECORD_BYTES
+_CONTENDED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+_LIVE: weakref.WeakSet[Throttle] = weakref.WeakSet()
 
 
 class NullThrottle:
@@ -77,11 +85,10 @@ class Throttle:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.directory = Path(directory)
-        self.max_concurrent = int(max_concurrent)
+        self.max_concurrent = k = int(max_concurrent)
         self.run = run
         self.last_wait_s = 0.0
         self.slot: int | None = None
-        self._held: int | None = None  # fd of the held slot lock
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fifo = self.directory / "wake.fifo"
         if not self._fifo.exists():
@@ -89,78 +96,146 @@ class Throttle:
                 os.mkfifo(self._fifo, 0o600)
             except FileExistsError:
                 pass
-        self._lock_paths = [self.directory / f"slot_{i}.lock" for i in range(self.max_concurrent)]
+        self._lock_paths = [self.directory / f"slot_{i}.lock" for i in range(k)]
+        self._record_paths = [self.directory / f"slot_{i}.json" for i in range(k)]
+        # Slot i first, then the others: the order a head tries after slot i was announced.
+        self._orders = [[i] + [j for j in range(k) if j != i] for i in range(k)]
+        self._wake_bytes = [bytes([i % 256]) for i in range(k)]
+        self._pid: int | None = None  # process that opened the descriptors below
+        self._queue_fd = self._fifo_fd = -1
+        self._slot_fds: list[int] = []
+        self._record_fds: list[int] = []
+        self._record_heads: list[bytes] = []
+        self._poller: select.poll | None = None
+        _LIVE.add(self)
+
+    # -- descriptors, opened once per process ----------------------------------------------
+    def _open_files(self) -> None:
+        self._close_files()
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self._queue_fd = os.open(self.directory / "queue.lock", flags, 0o600)
+            # O_RDWR: we count as a writer too, so poll never sees EOF (and spins).
+            self._fifo_fd = os.open(self._fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            for path in self._lock_paths:
+                self._slot_fds.append(os.open(path, flags, 0o600))
+            for path in self._record_paths:
+                self._record_fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except BaseException:
+            self._close_files()
+            raise
+        self._poller = select.poll()
+        self._poller.register(self._fifo_fd, select.POLLIN)
+        pid = os.getpid()
+        # The record minus "since": formatted once, so taking a slot costs one `%` and a pwrite.
+        run = self.run[:RECORD_BYTES // 2]
+        self._record_heads = [
+            (json.dumps({"slot": i, "pid": pid, "run": run})[:-1] + ', "since": ').encode()
+            for i in range(self.max_concurrent)]
+        self._pid = pid
+
+    def _close_files(self) -> None:
+        for fd in (self._queue_fd, self._fifo_fd, *self._slot_fds, *self._record_fds):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._queue_fd = self._fifo_fd = -1
+        self._slot_fds, self._record_fds, self._poller = [], [], None
+        self._pid = None
+
+    def _forget_after_fork(self) -> None:
+        # The child shares the parent's open file descriptions (and so their flocks): drop
+        # them without unlocking, and reopen on the child's own first acquire.
+        self._close_files()
+        self.slot = None
+
+    def close(self) -> None:
+        """Release any held slot and close this process's descriptors."""
+        self.release()
+        self._close_files()
+
+    def __del__(self) -> None:
+        # At interpreter shutdown `os` may be gone: the process exit closes them anyway.
+        with contextlib.suppress(AttributeError, TypeError):
+            if getattr(self, "_pid", None) == os.getpid():
+                self._close_files()
 
     # -- acquiring ---------------------------------------------------------------------
     def _try_slots(self, first: int = 0) -> bool:
-        order = [first] + [i for i in range(self.max_concurrent) if i != first]
-        for i in order:
-            fd = os.open(self._lock_paths[i], os.O_RDWR | os.O_CREAT, 0o600)
+        fds = self._slot_fds
+        for i in self._orders[first]:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fds[i], fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                if exc.errno in _CONTENDED:
                     continue
                 raise
-            if os.fstat(fd).st_nlink == 0:  # the file was unlinked under us: not a slot now
-                os.close(fd)
-                continue
-            self.slot, self._held = i, fd
+            if os.fstat(fds[i]).st_nlink == 0:  # the file was unlinked under us: reopen it
+                fcntl.flock(fds[i], fcntl.LOCK_UN)
+                os.close(fds[i])
+                fds[i] = os.open(self._lock_paths[i], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                return self._try_slots(i)
+            self.slot = i
             return True
         return False
 
     def acquire(self) -> Throttle:
-        if self._held is not None:
+        if self.slot is not None:
             raise RuntimeError("this Throttle already holds a slot")
         start = time.monotonic()
-        queue_fd = os.open(self.directory / "queue.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if self._pid != os.getpid():
+            self._open_files()
+        queue_fd = self._queue_fd
+        fcntl.flock(queue_fd, fcntl.LOCK_EX)  # kernel-blocking: parked, no CPU
+        if os.fstat(queue_fd).st_nlink == 0:  # the directory was cleared: start afresh
+            fcntl.flock(queue_fd, fcntl.LOCK_UN)
+            self._open_files()
+            queue_fd = self._queue_fd
+            fcntl.flock(queue_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(queue_fd, fcntl.LOCK_EX)  # kernel-blocking: parked, no CPU
             if not self._try_slots():
                 self._wait_as_head()
-            self.last_wait_s = time.monotonic() - start
-            # Identity before handing the queue on: the next waiter we wake could
-            # otherwise run first and delay us while we already hold the slot.
-            try:
-                self._write_identity()
-            except BaseException:
-                self.release()
-                raise
         finally:
+            # Hand the queue on before anything else, so that the next waiter becomes
+            # head and parks on the FIFO while we still hold the slot.
             fcntl.flock(queue_fd, fcntl.LOCK_UN)
-            os.close(queue_fd)
+        slot = self.slot
+        try:
+            now = time.time()
+            os.pwrite(self._record_fds[slot],
+                      (self._record_heads[slot] + b"%.6f}" % now).ljust(RECORD_BYTES), 0)
+        except BaseException:
+            self.release()
+            raise
+        self.last_wait_s = time.monotonic() - start
         return self
 
     def _wait_as_head(self) -> None:
-        # O_RDWR keeps a writer on the FIFO (ourselves), so select never sees EOF and spins.
-        fifo_fd = os.open(self._fifo, os.O_RDWR | os.O_NONBLOCK)
-        try:
-            first = 0
-            while not self._try_slots(first):  # the FIFO is open before each check: no lost wake-up
-                ready, _, _ = select.select([fifo_fd], [], [], FALLBACK_POLL_S)
-                if ready:
-                    try:
-                        data = os.read(fifo_fd, 4096)
-                    except BlockingIOError:
-                        data = b""
-                    # Each wake byte is the index of the slot just freed: try that one first.
-                    first = data[-1] % self.max_concurrent if data else 0
-        finally:
-            os.close(fifo_fd)
-
-    def _write_identity(self) -> None:
-        info = {"slot": self.slot, "pid": os.getpid(), "run": self.run, "since": time.time()}
-        _write_record(self.directory / f"slot_{self.slot}.json", json.dumps(info))
+        fifo_fd, poll = self._fifo_fd, self._poller.poll
+        timeout_ms = round(FALLBACK_POLL_S * 1000)
+        _drain(fifo_fd)  # stale wake-ups from releases nobody waited for
+        first = 0
+        # Every release after the drain writes a byte, so a slot freed after a failed
+        # try always wakes us: no lost wake-up.
+        while not self._try_slots(first):
+            if poll(timeout_ms):
+                data = _drain(fifo_fd)
+                # Each wake byte is the index of a slot just freed: try the latest first.
+                first = data[-1] % self.max_concurrent if data else 0
+            else:
+                first = 0
 
     def release(self) -> None:
-        if self._held is None:
+        slot = self.slot
+        if slot is None or self._pid != os.getpid():
             return
-        _write_record(self.directory / f"slot_{self.slot}.json", "")
-        fcntl.flock(self._held, fcntl.LOCK_UN)
-        os.close(self._held)
-        freed, self._held, self.slot = self.slot, None, None
-        wake_waiters(self.directory, freed)
+        os.pwrite(self._record_fds[slot], BLANK_RECORD, 0)
+        fcntl.flock(self._slot_fds[slot], fcntl.LOCK_UN)
+        self.slot = None
+        try:
+            os.write(self._fifo_fd, self._wake_bytes[slot])
+        except OSError:  # EAGAIN: pipe full, the head has plenty of wake-ups queued already
+            pass
 
     def __enter__(self) -> Self:
         return self.acquire()
@@ -173,18 +248,24 @@ class Throttle:
         return read_holders(self.directory)
 
 
-def _write_record(path: Path, text: str) -> None:
-    """Overwrite a fixed-size, space-padded record in place with one small `pwrite`.
+def _drain(fifo_fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fifo_fd, 4096)
+        except BlockingIOError:
+            return data
+        data += chunk
+        if len(chunk) < 4096:
+            return data
 
-    Not tmp+rename: on ext4 a rename or truncate over an existing file forces a data flush
-    (auto_da_alloc) that costs ~0.5 ms per acquire. Readers tolerate a torn read (retry).
-    """
-    data = text.encode()[:RECORD_BYTES].ljust(RECORD_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
+
+def _forget_all_after_fork() -> None:
+    for throttle in list(_LIVE):
+        throttle._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_all_after_fork)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -231,7 +312,7 @@ def _lock_is_free(lock_path: str | Path, wake: bool = True) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            if exc.errno in _CONTENDED:
                 return False
             raise
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -42,6 +42,8 @@ def kids():
         if p.poll() is None:
             p.kill()
         p.wait()
+        if p.stdout:
+            p.stdout.close()
 
 
 def test_null_throttle_and_factory(tmp_path):
@@ -156,3 +158,78 @@ def test_slots_are_filelock_locks(tmp_path):
                 FileLock(str(tmp_path / "slot_1.lock"), timeout=0, thread_local=False).acquire()
     finally:
         outside.release()
+
+
+FORKER = r"""
+import os, sys, time
+from retrain_core.throttle import Throttle
+t = Throttle(sys.argv[1], 1, "parent")
+with t:  # opens this process's descriptors
+    pass
+child = os.fork()
+if child == 0:  # keeps every inherited descriptor it did not drop
+    time.sleep(60)
+    os._exit(0)
+t.acquire()
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_forked_child_does_not_keep_a_killed_parents_slot(tmp_path, kids):
+    # The descriptors are opened once per process; a child forked after that must not
+    # share them, or the parent's flock would outlive the parent.
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", FORKER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    kids.append(parent)
+    child = int(parent.stdout.readline())
+    try:
+        assert [h["run"] for h in read_holders(tmp_path)] == ["parent"]
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        os.kill(child, 0)  # the child still runs
+        from filelock import FileLock
+
+        lock = FileLock(str(tmp_path / "slot_0.lock"), timeout=0.5, thread_local=False)
+        lock.acquire()  # raises Timeout if the child kept the parent's lock alive
+        lock.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_forked_child_reusing_the_throttle_excludes_its_parent(tmp_path):
+    t = Throttle(tmp_path, 1, "shared")
+    with t:
+        pass
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the same object, its own lock once the parent holds the slot
+        code = 1
+        try:
+            os.read(go_r, 1)
+            with t:
+                code = 0 if t.last_wait_s > 0.3 else 2
+        finally:
+            os._exit(code)
+    with t:
+        os.write(go_w, b"x")
+        time.sleep(0.5)
+    _, status = os.waitpid(pid, 0)
+    os.close(go_r)
+    os.close(go_w)
+    assert os.waitstatus_to_exitcode(status) == 0  # 2: the child got the parent's slot
+
+
+def test_waiting_head_notices_a_killed_holder_without_a_poke(tmp_path, kids):
+    holder = _holder(tmp_path, 1, "victim", 60)
+    kids.append(holder)
+    holder.stdout.readline()
+    waiter = _holder(tmp_path, 1, "waiter", 0)
+    kids.append(waiter)
+    time.sleep(0.8)  # the waiter is parked as head by now
+    killed_at = time.time()
+    holder.send_signal(signal.SIGKILL)
+    slot, got_at, _ = waiter.stdout.readline().split()
+    assert slot == "0"
+    assert float(got_at) - killed_at < 0.3  # the 25 ms fallback poll, not a hang
