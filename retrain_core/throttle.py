@@ -89,13 +89,8 @@ class Throttle:
         self.run = run
         self.last_wait_s = 0.0
         self.slot: int | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._fifo = self.directory / "wake.fifo"
-        if not self._fifo.exists():
-            try:
-                os.mkfifo(self._fifo, 0o600)
-            except FileExistsError:
-                pass
+        self._make_directory()
         self._lock_paths = [self.directory / f"slot_{i}.lock" for i in range(k)]
         self._record_paths = [self.directory / f"slot_{i}.json" for i in range(k)]
         # Slot i first, then the others: the order a head tries after slot i was announced.
@@ -110,8 +105,17 @@ class Throttle:
         _LIVE.add(self)
 
     # -- descriptors, opened once per process ----------------------------------------------
+    def _make_directory(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._fifo.exists():
+            try:
+                os.mkfifo(self._fifo, 0o600)
+            except FileExistsError:
+                pass
+
     def _open_files(self) -> None:
         self._close_files()
+        self._make_directory()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
             self._queue_fd = os.open(self.directory / "queue.lock", flags, 0o600)
@@ -128,10 +132,14 @@ class Throttle:
         self._poller.register(self._fifo_fd, select.POLLIN)
         pid = os.getpid()
         # The record minus "since": formatted once, so taking a slot costs one `%` and a pwrite.
-        run = self.run[:RECORD_BYTES // 2]
-        self._record_heads = [
-            (json.dumps({"slot": i, "pid": pid, "run": run})[:-1] + ', "since": ').encode()
-            for i in range(self.max_concurrent)]
+        run = self.run
+        while True:  # a run name too long for the record is cut, keeping the record valid JSON
+            heads = [(json.dumps({"slot": i, "pid": pid, "run": run})[:-1] + ', "since": ').encode()
+                     for i in range(self.max_concurrent)]
+            if max(len(h) for h in heads) <= RECORD_BYTES - 32 or not run:
+                break
+            run = run[:len(run) // 2]
+        self._record_heads = heads
         self._pid = pid
 
     def _close_files(self) -> None:
@@ -195,6 +203,9 @@ class Throttle:
         try:
             if not self._try_slots():
                 self._wait_as_head()
+        except BaseException:  # e.g. Ctrl-C: a slot taken just before it is not kept
+            self.release()
+            raise
         finally:
             # Hand the queue on before anything else, so that the next waiter becomes
             # head and parks on the FIFO while we still hold the slot.

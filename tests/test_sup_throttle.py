@@ -233,3 +233,20 @@ def test_waiting_head_notices_a_killed_holder_without_a_poke(tmp_path, kids):
     slot, got_at, _ = waiter.stdout.readline().split()
     assert slot == "0"
     assert float(got_at) - killed_at < 0.3  # the 25 ms fallback poll, not a hang
+
+
+def test_cached_descriptors_follow_a_recreated_directory(tmp_path):
+    import shutil
+
+    from filelock import FileLock, Timeout
+
+    d = tmp_path / "th"
+    t = Throttle(d, 1, "a")
+    with t:  # opens (and keeps) this process's descriptors
+        pass
+    shutil.rmtree(d)  # e.g. a user cleaned the campaign's throttle/ directory
+    with t:
+        assert [h["run"] for h in read_holders(d)] == ["a"]
+        with pytest.raises(Timeout):  # the slot held is the file now at the path
+            FileLock(str(d / "slot_0.lock"), timeout=0, thread_local=False).acquire()
+    assert read_holders(d) == []
