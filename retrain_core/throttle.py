@@ -9,7 +9,9 @@ flock the moment its holder dies, so a killed holder's slot is free at once.
 
 Waiting, without queueing behind one slot and without a busy loop:
 - every acquirer first takes `queue.lock` with a *blocking* `flock` (the kernel parks it;
-  Linux chains conflicting flock waiters first-come first-served, so nobody starves);
+  Linux chains conflicting flock waiters first-come first-served, so nobody starves; only a
+  newcomer arriving in the instant between two heads can overtake, which the bench shows
+  as a rare wait of 5-6 holds where a fair queue gives 2);
 - the queue holder (the "head") tries every slot without blocking and takes the first
   free one, then hands the queue on at once, so the next head is already parked on the
   FIFO by the time another slot frees;
