@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from retrain_core.atomic import atomic_write, atomic_write_text
 
 from .adapter import (
     CONFIG_NAME,
@@ -53,24 +53,6 @@ def scaled_alpha(alpha: float, source_rank: int, rank: int, rslora: bool) -> flo
     factor = math.sqrt(rank / source_rank) if rslora else rank / source_rank
     value = alpha * factor
     return round(value) if abs(value - round(value)) < 1e-9 else value
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, fsync the result, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _peft_keys(module: LoraModule) -> tuple[str, str]:

@@ -6,8 +6,9 @@ import json
 import os
 from pathlib import Path
 
+from retrain_core.atomic import atomic_write_text
+
 from .analysis import SqueezeAnalysis
-from .compress import atomic_write_text
 
 TABLE_COLUMNS = ["rank", "mean_variance", "min_variance", "max_variance", "worst_module",
                  "recommended"]

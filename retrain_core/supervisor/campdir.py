@@ -10,6 +10,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from retrain_core.atomic import atomic_write_text
 from retrain_core.config import Campaign, config_to_toml
 
 from .files import (
@@ -90,7 +91,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
             backend=dataclasses.replace(run.config.backend, throttle_dir=throttle_dir),
             logging=dataclasses.replace(run.config.logging, log_dir=str(run_dir.resolve())),
         )
-        (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+        atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         runs.append({"name": run.name, "condition": run.label, "seed": run.seed,
                      "advantage_mode": run.condition.advantage_mode,
                      "transform_mode": run.condition.transform_mode,

@@ -13,6 +13,8 @@ import stat
 import time
 from pathlib import Path
 
+from retrain_core.atomic import atomic_write_bytes
+
 from .files import CONTROL
 
 COMMANDS = ("kill", "restart", "pause", "unpause", "stop")
@@ -27,14 +29,9 @@ def send(campaign_dir: str | os.PathLike, command: str, run: str | None = None) 
     directory = Path(campaign_dir) / CONTROL
     directory.mkdir(mode=0o700, exist_ok=True)
     name = f"{time.time_ns():020d}_{os.getpid()}_{command}.json"
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, json.dumps({"command": command, "run": run, "sent_at": time.time()}).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
+    # Owner-only: the channel must not accept commands from other users.
+    atomic_write_bytes(directory / name, json.dumps(
+        {"command": command, "run": run, "sent_at": time.time()}).encode(), mode=0o600)
     return directory / name
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import psutil
+
+from retrain_core.atomic import atomic_write_json  # noqa: F401  (the supervisor imports it from here)
 
 STATE = "state.json"
 MANIFEST = "manifest.json"
@@ -24,19 +25,6 @@ WRAPPER_JSON = "wrapper.json"
 RUN_ID_ENV = "RETRAIN_RUN_ID"  # inherited by every descendant of a run: finds escapees
 
 TERMINAL = ("succeeded", "failed", "killed")
-
-
-def atomic_write_json(path: str | os.PathLike, data, mode: int = 0o644) -> None:
-    """Write JSON so readers see the old or the new file, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, json.dumps(data, indent=1, sort_keys=False).encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def read_json(path: str | os.PathLike, default=None):

@@ -18,21 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from retrain_core.atomic import atomic_write_json, atomic_write_text
+
 STATE_FILE = "trainer_state.json"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | os.PathLike, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _b64(t: torch.Tensor) -> str:
