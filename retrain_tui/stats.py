@@ -67,9 +67,10 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def format_mean_ci(mean: float, half: float, digits: int = 3) -> str:
+def format_mean_ci(mean: float, half: float, digits: int = 2) -> str:
+    """Compact, `0.53±0.79`: the condition table must fit half of a 100-column screen."""
     if math.isnan(mean):
         return "-"
     if math.isnan(half):
         return format_number(mean, digits)
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+    return f"{mean:.{digits}f}±{half:.{digits}f}"

@@ -316,3 +316,31 @@ async def test_restart_and_pause_go_through_the_control_channel(tmp_path: Path) 
     sent = [json.loads(p.read_text()) for p in sorted((directory / "control").glob("*.json"))]
     assert [(c["command"], c["run"]) for c in sent] == [("restart", "grpo+none_s42"),
                                                         ("pause", None)]
+
+
+async def test_condition_table_fits_its_pane_at_100x30(tmp_path: Path) -> None:
+    """The longest demo label, negative rewards with wide CIs and two statuses per condition
+    still fit: no column of the aggregate table is clipped behind a scrollbar."""
+    conditions = ("grpo+none", "maxrl+gtpo_hicra")
+    statuses = {"grpo+none_s42": "failed", "grpo+none_s101": "pending",
+                "maxrl+gtpo_hicra_s42": "succeeded", "maxrl+gtpo_hicra_s101": "running"}
+    directory = make_campaign(tmp_path, conditions=conditions, statuses=statuses,
+                              steps={name: 30 for name in statuses})
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        snap = screen.refresh_now()
+        await pilot.pause()
+        table = screen.query_one("#condition-agg")
+        assert [str(c.label) for c in table.columns.values()] == [
+            "condition", "correct±CI", "reward±CI", "steps", "runs"]
+        row = table.get_row_at(1)
+        assert row[0] == "maxrl+gtpo_hicra" and "±" in row[2] and " " not in row[2]
+        assert row[4] == "1run 1ok"
+        assert snap.conditions and table.virtual_size.width <= table.size.width
+        # the widest cells of a demo-sized campaign (negative mean, two statuses) fit too;
+        # wider ones (hundreds of steps, CI ≥ 10) scroll rather than clip
+        table.add_row("maxrl+gtpo_hicra", "0.50±0.50", "-0.53±1.79", "60/60", "1fail 1pend")
+        await pilot.pause()
+        assert table.virtual_size.width <= table.size.width
+        await pilot.press("q")

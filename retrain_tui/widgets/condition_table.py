@@ -1,4 +1,5 @@
-"""Seeds aggregated per condition: mean ± 95% CI of the latest correct rate and reward."""
+"""Seeds aggregated per condition: mean ± 95% CI of the latest correct rate and reward
+(the CI is the half-width, shown compactly as `mean±half`)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ class ConditionTable(DataTable):
         self._rows: list[tuple] = []
 
     def on_mount(self) -> None:
-        self.add_columns("condition", "n", "correct ± 95%CI", "reward ± 95%CI", "steps",
-                         "runs")
+        # no seed-count column: the runs summary ("1ok 1run") counts the seeds already
+        self.add_columns("condition", "correct±CI", "reward±CI", "steps", "runs")
 
     def show(self, conditions: list) -> None:
-        rows = [(c.label, str(c.seeds), format_mean_ci(*c.correct), format_mean_ci(*c.reward),
+        rows = [(c.label, format_mean_ci(*c.correct), format_mean_ci(*c.reward),
                  f"{c.steps_done}/{c.steps_total}", status_summary(c.statuses))
                 for c in conditions]
         if rows == self._rows:
