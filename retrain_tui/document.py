@@ -11,15 +11,14 @@ reassembled verbatim.
 from __future__ import annotations
 
 import copy
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 from tomlkit.items import AoT, Array
 
+from retrain_core.atomic import atomic_write_text
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_SEEDS
 from retrain_tui.toml_values import inline_table as _inline
 from retrain_tui.toml_values import to_plain
@@ -293,18 +292,7 @@ class CampaignDocument:
         target = Path(path) if path else self.path
         text = self.full_text()
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if target.exists():
-                os.chmod(tmp, target.stat().st_mode & 0o777)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(target, text)  # keeps an existing file's permission bits
         self.path = target
         self.original_text = text
         return target

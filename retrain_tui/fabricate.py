@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from retrain_core.atomic import atomic_write_json
 
 FIXED_TIME = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC: deterministic screenshots
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write: temp file in the same directory, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def metric_line(run: str, condition: str, seed: int, step: int, t: float = FIXED_TIME) -> dict:
