@@ -67,10 +67,10 @@ def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path):
     root = launch(tmp_path, cfg, env, "--grace-seconds", "5")
     run = "grpo+none_s3"
     run_dir = root / "runs" / run
-    wait_until(lambda: (run_dir / "checkpoints" / "latest.json").exists(), 20, what="a checkpoint")
-    res = retrain(["restart", root, run, "--wait", "20"], env, tmp_path)
+    wait_until(lambda: (run_dir / "checkpoints" / "latest.json").exists(), 60, what="a checkpoint")
+    res = retrain(["restart", root, run, "--wait", "60"], env, tmp_path)
     assert res.returncode == 0, res.stderr
-    wait_until(lambda: len((run_dir / "starts.log").read_text().splitlines()) == 2, 20,
+    wait_until(lambda: len((run_dir / "starts.log").read_text().splitlines()) == 2, 60,
                what="second start")
     st = state(root)["runs"][run]
     assert st["attempt"] == 2 and st["status"] == "running"
@@ -79,7 +79,7 @@ def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path):
     assert (run_dir / "stdout.attempt1.log").exists() and (run_dir / "stderr.attempt1.log").exists()
     resumed_from = int((run_dir / "starts.log").read_text().splitlines()[1].split()[1])
     assert resumed_from > 0
-    assert retrain(["stop", root, "--wait", "20"], env, tmp_path).returncode == 0
+    assert retrain(["stop", root, "--wait", "60"], env, tmp_path).returncode == 0
     assert statuses(root) == {run: "killed"}
     assert run_processes(root.name) == []
     assert (run_dir / "metrics.jsonl").exists()  # everything kept on disk
