@@ -124,9 +124,7 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
     runs = campaign.runs
     settings = campaign.settings
     first = runs[0].config.training
-    parallelism = 1
-    if settings.parallel and len(runs) > 1:
-        parallelism = min(settings.max_workers or len(runs), len(runs))
+    parallelism = effective_parallelism(settings.parallel, settings.max_workers, len(runs))
     stagger = settings.stagger_seconds * (parallelism - 1) if settings.parallel else 0.0
 
     source, detail, pilot_files = "unknown", "no step time: give --step-time or --gpu", []
@@ -178,6 +176,13 @@ def _run_shape(run) -> tuple:
 def _preset_detail(gpu: str, how: str) -> str:
     return (f"{gpu.upper()} preset ({how}): {GPU_PRESETS[gpu]} s/step at 8×16×10240 tokens, "
             "scaled by the token budget")
+
+
+def effective_parallelism(parallel: bool, max_workers: int, runs: int) -> int:
+    """Runs at once: min(max_workers or runs, runs) when parallel, else 1 (SPEC §7)."""
+    if not parallel or runs <= 1:
+        return 1
+    return min(max_workers or runs, runs)
 
 
 def eta_seconds(remaining_steps: int, step_times: Iterable[float], parallelism: int = 1

@@ -152,6 +152,27 @@ class JsonlTail:
                 self.malformed += 1
 
 
+def read_end(path: str | os.PathLike, max_bytes: int) -> tuple[bytes, bool]:
+    """The last `max_bytes` of a file and whether the window starts mid-file (b"" if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            start = max(0, f.tell() - max_bytes)
+            f.seek(start)
+            return f.read(), start > 0
+    except OSError:
+        return b"", False
+
+
+def tail_lines(path: str | os.PathLike, lines: int = 40, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `lines` lines of a (log) file, reading at most `max_bytes` from its end."""
+    data, cut = read_end(path, max_bytes)
+    text = data.decode("utf-8", errors="replace").splitlines()
+    if cut and text:
+        text = text[1:]  # the window's first line is cut
+    return text[-lines:]
+
+
 def read_last_record(path: str | os.PathLike, max_bytes: int = 65536) -> dict | None:
     """The last complete JSON object line of a file, reading only its end (for `status`)."""
     records = read_last_records(path, 1, max_bytes)
@@ -160,14 +181,7 @@ def read_last_record(path: str | os.PathLike, max_bytes: int = 65536) -> dict | 
 
 def read_last_records(path: str | os.PathLike, count: int, max_bytes: int = 1 << 20) -> list[dict]:
     """Up to `count` last complete JSON object lines, oldest first, reading only the end."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return []
+    data, _ = read_end(path, max_bytes)
     out: list[dict] = []
     for line in reversed(data.split(b"\n")):
         if len(out) >= count:
@@ -177,7 +191,7 @@ def read_last_records(path: str | os.PathLike, count: int, max_bytes: int = 1 <<
         try:
             obj = _loads(line)
         except _JSONError:
-            continue
+            continue  # a partial last line, or a line cut at the window's start
         if isinstance(obj, dict):
             out.append(obj)
     return out[::-1]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from retrain_core.plan import effective_parallelism, eta_seconds
 from retrain_tui.snapshot import (
     KEPT_METRICS,
     TABLE_METRICS,
@@ -295,14 +296,11 @@ class CampaignWatcher:
         if not left:
             return 0.0 if rows else math.nan
         times = [t for r in rows for _, t in self._tracks[r.name].history["step_time_s"][-10:]]
-        step_time = median(times)
-        if math.isnan(step_time):
-            return math.nan
-        remaining = sum(max(r.max_steps - r.step, 0) for r in left)
-        workers = int(self._manifest.get("max_workers") or 0) or len(left)
-        parallel = self._manifest.get("parallel", True)
-        width = min(workers, len(left)) if parallel else 1
-        return remaining * step_time / max(width, 1)
+        width = effective_parallelism(bool(self._manifest.get("parallel", True)),
+                                      int(self._manifest.get("max_workers") or 0), len(left))
+        eta = eta_seconds(sum(max(r.max_steps - r.step, 0) for r in left),
+                          [t for t in times if not math.isnan(t)], width)
+        return math.nan if eta is None else eta
 
 
 def supervisor_api():

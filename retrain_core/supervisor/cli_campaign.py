@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from retrain_core.tail import tail_lines
+
 from . import api
 from .files import SUPERVISOR_LOG
 
@@ -21,10 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def _log_tail(root: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join((root / SUPERVISOR_LOG).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    return "\n".join(tail_lines(root / SUPERVISOR_LOG, lines))
 
 
 def main(args) -> int:

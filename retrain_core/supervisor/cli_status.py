@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from retrain_core.plan import effective_parallelism, eta_seconds
 from retrain_core.tail import read_last_records
 
 from . import api
@@ -51,17 +52,12 @@ def campaign_summary(root: Path) -> dict:
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     # Campaign ETA: remaining steps of unfinished runs at the observed median step time,
-    # spread over the effective parallelism.
-    step_times = [r["step_time_s"] for r in runs if r["step_time_s"]]
-    eta = None
-    if step_times and any(r["status"] in ("pending", "running") for r in runs):
-        median = statistics.median(step_times)
-        remaining = sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0))
-                        for r in runs if r["status"] in ("pending", "running"))
-        workers = 1
-        if manifest.get("parallel"):
-            workers = min(manifest.get("max_workers") or len(runs), len(runs))
-        eta = remaining * median / max(1, workers)
+    # spread over the runs that can still go at once.
+    left = [r for r in runs if r["status"] in ("pending", "running")]
+    width = effective_parallelism(bool(manifest.get("parallel")),
+                                  int(manifest.get("max_workers") or 0), len(left))
+    eta = eta_seconds(sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0)) for r in left),
+                      [r["step_time_s"] for r in runs], width) if left else None
     alive = api.supervisor_alive(root)
     if not alive:
         eta = None  # nothing is progressing

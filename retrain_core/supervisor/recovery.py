@@ -7,6 +7,8 @@ from pathlib import Path
 
 import psutil
 
+from retrain_core.tail import tail_lines
+
 from .files import EXIT_JSON, WRAPPER_JSON, now, read_json, same_process
 from .launcher import ExitInfo, read_exit
 from .proctree import KillJob, processes_with_marker
@@ -27,14 +29,8 @@ def rotate_logs(run_dir: Path, attempt: int) -> None:
 
 
 def stderr_tail(run_dir: Path, lines: int = 12, max_chars: int = 2000) -> list[str]:
-    try:
-        with open(run_dir / "stderr.log", "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    out = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    out = [line.rstrip() for line in tail_lines(run_dir / "stderr.log", 10_000, 16384)
+           if line.strip()][-lines:]
     while out and sum(len(x) + 1 for x in out) > max_chars:
         out.pop(0)
     return out

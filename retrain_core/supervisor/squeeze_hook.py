@@ -13,19 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from retrain_core.tail import tail_lines
+
 from .files import MANIFEST, RUNS, SQUEEZE, atomic_write_json, read_json
 
 STOPPED = "stopped with the campaign"
 NO_SUCCESS = "no run succeeded"
 SQUEEZE_ENV = "RETRAIN_SQUEEZE_CMD"  # replaces `python -m retrain_core.cli squeeze` (tests)
-
-
-def _tail(path: Path, lines: int = 8) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 class SqueezeHook:
@@ -91,7 +85,7 @@ class SqueezeHook:
         if code == 0 and rank is not None:
             self._finish(True, "", rank)
         else:
-            tail = _tail(self.root / SQUEEZE / "squeeze.log")
+            tail = "\n".join(tail_lines(self.root / SQUEEZE / "squeeze.log", 8)).strip()
             self._finish(False, f"squeeze exited with code {code}" + (f": {tail}" if tail else ""))
         return True
 

@@ -12,7 +12,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
 
-from retrain_tui.files import config_diff, tail_lines, tail_records
+from retrain_core.tail import read_last_records, tail_lines
+from retrain_tui.files import config_diff
 from retrain_tui.stats import format_number
 from retrain_tui.widgets.metric_plot import MetricPlot
 
@@ -78,7 +79,7 @@ class RunDetailScreen(Screen):
         history = watcher.run_history(self.run)
         stdout = tail_lines(run_dir / "stdout.log", 100)
         stderr = tail_lines(run_dir / "stderr.log", 100)
-        gens = tail_records(run_dir / "emergence" / "generations.jsonl", 5)
+        gens = read_last_records(run_dir / "emergence" / "generations.jsonl", 5, 256 * 1024)
         diff, diff_error = None, ""
         if not self._diff_loaded:
             try:
