@@ -146,8 +146,8 @@ def loop_pipeline(rewards, group_ids, lp_rows, lengths, plan_rows, adv_mode, tra
     for name, rows in (("", raw_all), ("_pooled", pooled_all)):
         for key, want_plan in (("exec", False), ("plan", True)):
             vals = [v for r, p in zip(rows, plan_rows) for v, q in zip(r, p) if bool(q) == want_plan]
-            mean = sum(vals) / len(vals) if vals else 0.0
-            var = sum((v - mean) ** 2 for v in vals) / len(vals) if vals else 0.0
+            mean = sum(vals) / len(vals) if vals else math.nan  # NaN: no observation
+            var = sum((v - mean) ** 2 for v in vals) / len(vals) if vals else math.nan
             stats[f"{key}_surprisal_mean{name}"] = mean
             stats[f"{key}_surprisal_var{name}"] = var
     total = sum(lengths)
@@ -265,7 +265,8 @@ def main() -> int:
         assert torch.allclose(out.episode_advantages.double(), torch.tensor(episode, dtype=torch.float64),
                               rtol=1e-5, atol=1e-6), cond
         for key, value in stats.items():
-            assert math.isclose(out.stats[key], value, rel_tol=1e-4, abs_tol=1e-6), (cond, key)
+            assert (math.isnan(out.stats[key]) and math.isnan(value)) or math.isclose(
+                out.stats[key], value, rel_tol=1e-4, abs_tol=1e-6), (cond, key)
 
         transforms_ms = median_ms(
             lambda kw=kwargs: compute_advantages(rewards, group_ids, logprobs, mask, plan_vec, **kw), args.reps)

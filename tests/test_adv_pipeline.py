@@ -82,7 +82,8 @@ def test_stats_keys_types_and_empty_cases():
     out = compute_advantages(rewards, group_ids, lp, mask, transform_mode="gtpo_sepa", sepa_lambda=1.0)
     assert set(out.stats) == set(STAT_KEYS)
     assert all(type(v) is float for v in out.stats.values())
-    assert out.stats["plan_surprisal_mean"] == 0.0 and out.stats["plan_surprisal_var"] == 0.0
+    # no planning token: no observation (NaN, null in metrics.jsonl), not a variance of 0
+    assert math.isnan(out.stats["plan_surprisal_mean"]) and math.isnan(out.stats["plan_surprisal_var"])
     assert out.stats["planning_token_fraction"] == 0.0
     exec_u = (-lp)[mask]
     assert out.stats["exec_surprisal_mean"] == pytest.approx(float(exec_u.mean()))
@@ -93,7 +94,8 @@ def test_stats_keys_types_and_empty_cases():
     pooled_var = float((weights * (row_means - exec_u.mean()) ** 2).sum() / weights.sum())
     assert out.stats["exec_surprisal_var_pooled"] == pytest.approx(pooled_var)
     empty = compute_advantages(rewards, group_ids, lp, torch.zeros_like(mask))
-    assert all(v == 0.0 for v in empty.stats.values())
+    assert empty.stats.pop("planning_token_fraction") == 0.0
+    assert all(math.isnan(v) for v in empty.stats.values())
     assert torch.all(empty.token_advantages == 0)
 
 
@@ -165,7 +167,7 @@ def test_empty_batches(n, length):
                                  transform_mode=tm, sepa_lambda=1.0)
         assert out.token_advantages.shape == (n, length)
         assert out.skipped.shape == (n,)
-        assert all(v == 0.0 for v in out.stats.values())
+        assert all(math.isnan(v) for k, v in out.stats.items() if k != "planning_token_fraction")
 
 
 def test_inputs_are_never_modified_and_outputs_never_alias_scratch():

@@ -119,3 +119,30 @@ def test_from_config_uses_every_sepa_field():
 def test_invalid_knobs_raise_value_error_naming_the_knob(knob, value):
     with pytest.raises(ValueError, match=knob):
         SepaController(**{knob: value})
+
+
+def test_a_step_without_execution_tokens_is_no_observation_for_auto():
+    """All-planning (or all-empty) steps report exec variance NaN, so λ does not jump."""
+    import math
+
+    import torch
+
+    from retrain_core.advantages import compute_advantages
+
+    def step_stats(all_planning: bool, empty: bool = False) -> float:
+        g = torch.Generator().manual_seed(0)
+        lp = -torch.rand(4, 6, generator=g, dtype=torch.float64) * 3
+        mask = torch.zeros(4, 6, dtype=torch.bool) if empty else torch.ones(4, 6, dtype=torch.bool)
+        planning = mask.clone() if all_planning else torch.zeros_like(mask)
+        out = compute_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0, 0, 1, 1]), lp, mask,
+                                 planning, transform_mode="gtpo_sepa")
+        return out.stats["exec_surprisal_var"]
+
+    assert math.isnan(step_stats(all_planning=True)) and math.isnan(step_stats(False, empty=True))
+    ctl = SepaController(steps=1000, delay_steps=1000, schedule="auto", correct_rate_gate=0.0,
+                         auto_ema_decay=0.5, auto_var_threshold=0.5, auto_warmup_steps=1)
+    ctl.observe(0.5, step_stats(all_planning=False))
+    before = (ctl.lambda_for_step(1), ctl.ema, ctl.steps_seen)
+    ctl.observe(0.5, step_stats(all_planning=True))
+    ctl.observe(0.5, step_stats(False, empty=True))
+    assert (ctl.lambda_for_step(3), ctl.ema, ctl.steps_seen) == before

@@ -10,6 +10,8 @@ allocate as few [N, T] temporaries as possible (each fresh 1 MB buffer costs pag
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .uncertainty import UNCERTAINTY_CAP
@@ -143,9 +145,13 @@ def _moments(values: torch.Tensor, plan_weight: torch.Tensor, scratch: Scratch) 
 
 
 def _mean_var(count: float, total: float, squares: float) -> tuple[float, float]:
-    """Mean and population variance from sums (0.0, 0.0 when nothing was selected)."""
+    """Mean and population variance from sums; NaN, NaN when nothing was selected.
+
+    NaN means "no observation", not "variance 0": a step whose tokens are all planning
+    tokens (or whose completions are all empty) must not pull the SEPA auto EMA toward 0.
+    metrics.jsonl writes it as null."""
     if count == 0:
-        return 0.0, 0.0
+        return math.nan, math.nan
     mean = total / count
     return mean, max(squares / count - mean * mean, 0.0)
 
