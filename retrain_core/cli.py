@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("retrain_core.supervisor.cli_control", "stop a campaign (kill all runs, keep everything on disk)"),
     "pause": ("retrain_core.supervisor.cli_control", "pause launching new runs"),
     "unpause": ("retrain_core.supervisor.cli_control", "resume launching new runs"),
+    "compare": ("retrain_core.compare_cli", "compare conditions across seeds (paired, with intervals)"),
     "squeeze": ("retrain_core.squeeze.cli", "analyse and compress a LoRA adapter"),
     "tiny-model": ("retrain_core.models.cli", "build the offline tiny model into a directory"),
 }
