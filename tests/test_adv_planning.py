@@ -122,11 +122,13 @@ def test_overlapping_occurrences_all_count_and_earlier_tokens_are_never_marked()
 
 def test_gram_spaces_match_any_whitespace_and_quotes_match_curly_ones():
     tok = char_tokenizer()
-    texts = ["let me\ncheck", "That’s not right", "that's  not right"]
+    texts = ["let me\ncheck", "That’s not right", "that's  not right", "let \n\t me  check.", "let me"]
     ids, mask = encode_rows(tok, texts)
     out = PlanningDetector(tok, ["let me check", "that's not right"])(ids, mask)
     assert out[0, :12].all() and out[1, :16].all()
-    assert not out[2].any()  # two spaces: not the gram (one whitespace char per space)
+    assert out[2, :17].all()  # a space in a gram matches any run of whitespace
+    assert out[3, :16].all() and not out[3, 16]  # the "." is no part of it
+    assert not out[4].any()
 
 
 def test_unicode_neighbours_short_grams_and_case():

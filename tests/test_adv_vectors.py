@@ -15,6 +15,7 @@ from retrain_core.advantages import (
     maxrl_advantages,
     sepa_pool,
 )
+from retrain_core.advantages.uncertainty import predictive_variance
 
 F64 = torch.float64
 
@@ -86,6 +87,17 @@ def test_surprisal_is_negative_logprob_capped_at_50():
 def test_predictive_variance():
     lps = [math.log(0.5), math.log(0.9), 0.0]
     close(_uncertainty("predictive_variance", lps), [0.25, 0.09, 0.0], tol=1e-12)
+
+
+def test_predictive_variance_is_exact_near_one_and_clipped_above():
+    """float32 near p ≈ 1: 1 − p from −expm1(logprob), not 1 − exp (1e-3 relative error)."""
+    lps64 = torch.tensor([-1e-4, -3e-6, -1e-7, -20.0], dtype=torch.float64)
+    exact = torch.exp(lps64) * -torch.expm1(lps64)
+    got = predictive_variance(lps64.float(), torch.ones(4, dtype=torch.bool))
+    assert torch.allclose(got.double(), exact, rtol=1e-5, atol=0)
+    # a logprob a hair above 0 (sampler rounding): p clipped to 1, variance 0, never negative
+    above = predictive_variance(torch.tensor([1e-3, 0.0]), torch.ones(2, dtype=torch.bool))
+    assert above.tolist() == [0.0, 0.0]
 
 
 def test_shannon_entropy_uses_given_entropies_and_caps():

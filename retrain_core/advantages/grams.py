@@ -1,9 +1,9 @@
 """Finding strategic grams in (normalised, UTF-8) text: the search half of SPEC §4.6.
 
-Matching rules: case-insensitive, whole words, a space in a gram matches any one
-whitespace character, ' also matches ’, and overlapping occurrences all count.
-Text and grams are normalised first (lower case, whitespace → ' ', curly quotes → ')
-so the search itself is an exact byte search. `compile_gram_pattern` states the same
+Matching rules: case-insensitive, whole words, a space in a gram matches any run of
+whitespace ("let  me\ncheck" holds "let me check"), ' also matches ’, and overlapping
+occurrences all count. Text and grams are normalised first (lower case, whitespace → ' ',
+curly quotes → ', runs of spaces searched as one) so the search itself is an exact byte search. `compile_gram_pattern` states the same
 rules as one regex over raw text: the readable reference for tests and the benchmark.
 
 The search is vectorised: every byte offset of the text is read as a little-endian
@@ -47,7 +47,7 @@ def compile_gram_pattern(grams: Iterable[str]) -> re.Pattern | None:
     alternatives = []
     for gram in sorted({normalise_gram(g) for g in grams if g.strip()}, key=len, reverse=True):
         words = [re.escape(w).replace("'", "['’‘]") for w in gram.split(" ")]
-        alternatives.append(r"\s".join(words))
+        alternatives.append(r"\s+".join(words))
     if not alternatives:
         return None
     return re.compile(r"(?=((?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)))", re.IGNORECASE)
@@ -84,6 +84,7 @@ def _word_after(buf: bytes, pos: int) -> bool:
     return is_word_char(buf[pos : pos + 4].decode("utf-8", errors="replace")[:1] or " ")
 
 
+_SPACE_RUN = re.compile(" {2,}")
 _ASCII_WORD = np.array([is_word_char(chr(b)) for b in range(128)] + [False] * 128)
 
 
@@ -121,6 +122,16 @@ class GramMatcher:
         prefix); or ends inside it (a prefix before a non-word character is a gram
         suffix). Empty pieces count as yes: they never separate two halves of a gram.
         """
+        if not piece:
+            return True
+        # The search sees runs of spaces as one, and a leading space may merge into the
+        # previous token's: test what the token can contribute after that collapse.
+        piece = _SPACE_RUN.sub(" ", piece)
+        if piece.startswith(" ") and self._could_overlap(piece[1:]):
+            return True
+        return self._could_overlap(piece)
+
+    def _could_overlap(self, piece: str) -> bool:
         if not piece or piece in self._substrings:
             return True
         if any(t in piece for t in self._texts):
@@ -156,6 +167,8 @@ class GramMatcher:
             buf = buf + b"\0" * self.pad
         elif len(buf) < size + self.pad or buf[size:].strip(b"\0"):
             raise ValueError(f"find: buf must end with {self.pad} zero bytes after the text")
+        if b"  " in buf[:size]:
+            return self._find_collapsed(buf, size)
         padded = buf
         data = np.frombuffer(padded, dtype=np.uint8)
         if self._long:
@@ -183,6 +196,16 @@ class GramMatcher:
         start = np.concatenate(starts).astype(np.int64)
         end = np.concatenate(ends).astype(np.int64)
         return self._whole_words(buf, data, start, end)
+
+    def _find_collapsed(self, buf: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search with every run of spaces cut to one, and map offsets back to `buf`."""
+        data = np.frombuffer(buf, dtype=np.uint8, count=size)
+        space = data == 0x20
+        keep = np.flatnonzero(~(space & np.concatenate([[False], space[:-1]])))
+        collapsed = data[keep].tobytes()
+        start, end = self.find(collapsed + b"\0" * self.pad, len(collapsed))
+        # A gram neither starts nor ends with a space: its first/last byte is a kept byte.
+        return keep[start], keep[end - 1] + 1
 
     @staticmethod
     def _whole_words(buf: bytes, data: np.ndarray, start: np.ndarray, end: np.ndarray):

@@ -34,9 +34,13 @@ def surprisal(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> tor
 
 
 def predictive_variance(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
-    """p(1 − p) of the sampled token, p = exp(logprob)."""
-    p = torch.exp(logprobs)
-    return p * (1.0 - p)
+    """p(1 − p) of the sampled token, p = exp(logprob) clipped to [0, 1].
+
+    1 − p is computed as −expm1(logprob): near p ≈ 1 the subtraction 1 − exp(logprob)
+    cancels (float32 loses ~1e-3 relative at logprob = −1e-4). A logprob slightly above 0
+    (rounding in a sampler) gives 0, never a negative variance."""
+    p = torch.exp(logprobs).clamp_(0.0, 1.0)
+    return p.mul_(torch.expm1(logprobs).neg_().clamp_(0.0, 1.0))
 
 
 def shannon_entropy(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:
