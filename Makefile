@@ -26,8 +26,6 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	@echo "preparing the built-in tiny model (built once, about a minute on 2 cores; then cached)"
-	@$(BIN)/python -c "from retrain_core.models.tiny import ensure_tiny_model as e; print('tiny model:', e())"
 	$(BIN)/retrain-tui configs/demo.toml
 
 test: setup

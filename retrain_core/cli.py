@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unpause": ("retrain_core.supervisor.cli_control", "resume launching new runs"),
     "compare": ("retrain_core.compare_cli", "compare conditions across seeds (paired, with intervals)"),
     "squeeze": ("retrain_core.squeeze.cli", "analyse and compress a LoRA adapter"),
-    "tiny-model": ("retrain_core.models.cli", "build the offline tiny model into a directory"),
+    "models": ("retrain_core.models.cli", "list the built-in models or rebuild one from its recipe"),
 }
 
 

@@ -1,8 +1,7 @@
 """Session-wide test environment.
 
-The tiny model is built once into a cache shared by every xdist worker (the builder
-holds a file lock), wandb never touches the network, and torch stays on one thread per
-process so two workers do not fight over the two cores.
+The tiny model ships with the package (no build step), wandb never touches the network,
+and torch stays on one thread per process so two workers do not fight over the two cores.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("RETRAIN_CACHE", str(REPO / ".cache" / "retrain-test"))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -29,7 +27,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    """Path of the built-in tiny model (built on first use, then cached)."""
-    from retrain_core.models.tiny import ensure_tiny_model
+    """Path of the built-in tiny model (shipped with the package)."""
+    from retrain_core.models.tiny import tiny_model_path
 
-    return ensure_tiny_model()
+    return tiny_model_path()

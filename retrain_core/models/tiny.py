@@ -8,21 +8,25 @@ middling sampled accuracy with a habit that RL can fix on any problem: reward si
 room to improve. Some targets say "let me check" before the box, so planning-token
 transforms (HICRA, SEPA) have tokens to act on.
 
-Built once into `$RETRAIN_CACHE` (or ~/.cache/retrain) under a file lock, written into a
-temporary directory and renamed into place, so concurrent builders never see half a model.
+The model is data, not a build step: its weights and tokenizer (about 1.8 MB) ship inside
+the package (`retrain_core/models/tiny_arith/`, with `BUILD_INFO.json` recording the recipe,
+the library versions and the files' SHA-256), so it loads at once everywhere. The builder
+below is how those files were made: `retrain models build tiny-arith --out DIR`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
-import shutil
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 BUILTIN_NAME = "builtin:tiny-arith"
-MODEL_VERSION = "tiny-arith-v3"  # bump when the recipe changes: a new cache entry is built
+MODEL_VERSION = "tiny-arith-v3"  # bump when the recipe changes (and re-ship the files)
+SHIPPED_DIR = Path(__file__).resolve().parent / "tiny_arith"
 PROMPT_TEMPLATE = "{question}\n\nPut your final answer within \\boxed{{}}."
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
@@ -38,50 +42,32 @@ WARM_LR = 3e-3
 CORRECT_TARGET_FRACTION = 1.0  # below 1, the rest carry a nearby wrong answer
 BOXED_TARGET_FRACTION = 0.6  # the rest forget the box: a habit RL can unlearn on any problem
 PLANNING_TARGET_FRACTION = 0.3
+WEIGHT_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir)
-    env = os.environ.get("RETRAIN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "retrain"
-
-
-def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the cached tiny model, building it first when absent (safe across processes)."""
-    from filelock import FileLock
-
-    root = cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / MODEL_VERSION
-    if (target / "config.json").exists():
-        return target
-    with FileLock(str(root / f"{MODEL_VERSION}.lock")):
-        if (target / "config.json").exists():  # another process built it while we waited
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_VERSION}-", dir=root))
-        try:
-            build_tiny_model(tmp)
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                # Someone put a model there without the lock (e.g. a copied cache): keep theirs.
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def tiny_model_path() -> Path:
+    """Folder of the shipped tiny model (save_pretrained layout)."""
+    if not (SHIPPED_DIR / "config.json").exists():
+        raise FileNotFoundError(
+            f"the built-in tiny model is missing from the package ({SHIPPED_DIR}); reinstall "
+            "retrain-tui, or rebuild it with `retrain models build tiny-arith --out "
+            f"{SHIPPED_DIR}`")
+    return SHIPPED_DIR
 
 
 def resolve_model_path(name: str) -> str:
-    """`builtin:tiny-arith` → the cached directory; anything else unchanged."""
+    """`builtin:tiny-arith` → the shipped directory; anything else unchanged."""
     if name == BUILTIN_NAME:
-        return str(ensure_tiny_model())
+        return str(tiny_model_path())
     if name.startswith("builtin:"):
         raise ValueError(f"unknown built-in model {name!r} (available: {BUILTIN_NAME})")
     return name
+
+
+def file_digests(folder: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of the files that define the model (what BUILD_INFO.json records)."""
+    return {name: hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
+            for name in WEIGHT_FILES}
 
 
 def build_tokenizer():
@@ -113,8 +99,12 @@ def _warm_target(problem, rng: random.Random) -> str:
     return f"{work} {box}" if rng.random() < BOXED_TARGET_FRACTION else work
 
 
-def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS) -> Path:
-    """Build tokenizer + model and warm-start it; deterministic for a given recipe."""
+def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS,
+                     progress: bool = False) -> Path:
+    """Build tokenizer + model and warm-start it; deterministic for a given recipe.
+
+    `progress` draws a bar on stderr (the full recipe takes about a minute on 2 idle cores).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -136,7 +126,7 @@ def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS) -> Pat
         with torch.random.fork_rng():
             torch.manual_seed(WARM_SEED)
             model = LlamaForCausalLM(config)
-            _warm_start(model, tok, all_problems("train"), steps)
+            _warm_start(model, tok, all_problems("train"), steps, progress)
     finally:
         torch.set_num_threads(threads)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -147,19 +137,32 @@ def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS) -> Pat
     hf_logging.disable_progress_bar()
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    (out / "BUILD_INFO.txt").write_text(
-        f"{MODEL_VERSION}: {steps} warm-start steps, {time.time() - started:.1f}s\n")
+    import transformers
+
+    info = {
+        "model_version": MODEL_VERSION, "builder": "retrain models build tiny-arith",
+        "recipe": {"warm_steps": steps, "batch": WARM_BATCH, "lr": WARM_LR, "seed": WARM_SEED,
+                   "threads": BUILD_THREADS, "boxed_fraction": BOXED_TARGET_FRACTION,
+                   "planning_fraction": PLANNING_TARGET_FRACTION,
+                   "correct_fraction": CORRECT_TARGET_FRACTION},
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "build_seconds": round(time.time() - started, 1),
+        "sha256": file_digests(out),
+    }
+    (out / "BUILD_INFO.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 
-def _warm_start(model, tok, problems, steps: int) -> None:
+def _warm_start(model, tok, problems, steps: int, progress: bool = False) -> None:
     import torch
+    from tqdm import tqdm
 
     rng = random.Random(WARM_SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=WARM_LR, betas=(0.9, 0.98), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * (1 - s / steps))
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="warm-start", unit="step", disable=not progress,
+                  file=sys.stderr, dynamic_ncols=True):
         batch = [rng.choice(problems) for _ in range(WARM_BATCH)]
         prompts = [tok.bos_token + PROMPT_TEMPLATE.format(question=p.question) for p in batch]
         targets = [_warm_target(p, rng) + tok.eos_token for p in batch]
