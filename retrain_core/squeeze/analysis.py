@@ -74,6 +74,9 @@ def check_targets(target_ranks: list[int] | None, source_rank: int) -> list[int]
     return sorted(set(target_ranks))
 
 
+RETENTION_TOLERANCE = 1e-10
+
+
 def variance_matrix(values: list[torch.Tensor], ranks: list[int]) -> torch.Tensor:
     """V(k) for every (module, k): a [modules, len(ranks)] float64 tensor."""
     width = max(v.numel() for v in values)
@@ -96,8 +99,9 @@ def variance_table(values: list[torch.Tensor], names: list[str], ranks: list[int
     rows = [VarianceRow(rank=k, mean=float(means[j]), min=float(mins.values[j]),
                         max=float(maxs[j]), worst_module=names[int(mins.indices[j])])
             for j, k in enumerate(ranks)]
-    # A hair of tolerance so a mean of 0.9499999999 from rounding still meets 0.95.
-    recommended = next((row.rank for row in rows if row.mean >= threshold - 1e-12), None)
+    # V(k) is computed in float64 end to end (QR, core SVD, sums): its rounding error is
+    # ~1e-15 relative; RETENTION_TOLERANCE leaves room for that and no more.
+    recommended = next((row.rank for row in rows if row.mean >= threshold - RETENTION_TOLERANCE), None)
     for row in rows:
         row.recommended = row.rank == recommended
     return rows, recommended

@@ -7,8 +7,9 @@ stacked in chunks and factorised by one batched QR per chunk; the stack is laid 
 that each matrix is already column-major (`A` as stored is `Aᵀ` column-major; `B` is
 transposed while it is copied in). On the CPU each module is factorised straight from the
 memory-mapped file (see `_cores_streamed`). Only the R factors are formed (mode="r"):
-the Q factors are never needed for the singular values. The tiny core runs in float64:
-it costs nothing and keeps the small singular values accurate.
+the Q factors are never needed for the singular values. Everything runs in float64: a
+float32 QR moves V(k) by ~3e-8, enough to flip a recommendation at the threshold
+(singular values 2√2 and √2 retain exactly 0.8 at rank 1; float32 said 0.79999997).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from .adapter import AdapterWeights, LoraModule, SqueezeError
 
-# Stacked float32 weights per chunk; bounds peak memory for adapters of any size.
+# Stacked float64 weights per chunk; bounds peak memory for adapters of any size.
 DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
 
 
@@ -49,14 +50,14 @@ def matrix_b(tensor: torch.Tensor) -> torch.Tensor:
 
 def core_factors(a_t: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The (batched) core `R_B R_Aᵀ` in float64 from column-major `Aᵀ` and `B` stacks."""
-    r_a = torch.linalg.qr(a_t, mode="r").R  # (..., min(in, r), r)
-    r_b = torch.linalg.qr(b, mode="r").R  # (..., min(out, r), r)
-    return r_b.double() @ r_a.double().mT
+    r_a = torch.linalg.qr(a_t.double(), mode="r").R  # (..., min(in, r), r)
+    r_b = torch.linalg.qr(b.double(), mode="r").R  # (..., min(out, r), r)
+    return r_b @ r_a.mT
 
 
 def _chunks(modules: list[LoraModule], chunk_bytes: int) -> list[list[LoraModule]]:
     (r, n_in), (n_out, _) = modules[0].matrix_shapes
-    per_module = 4 * r * (n_in + n_out)
+    per_module = 8 * r * (n_in + n_out)
     size = max(1, chunk_bytes // per_module)
     return [modules[i:i + size] for i in range(0, len(modules), size)]
 
@@ -73,7 +74,7 @@ def _single_threaded_ops():
 
 
 def _core_of(pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    a, b = matrix_a(pair[0]).float(), matrix_b(pair[1]).float()
+    a, b = matrix_a(pair[0]).double(), matrix_b(pair[1]).double()
     return core_factors(a.mT, b)
 
 
@@ -106,8 +107,8 @@ def _cores_stacked(weights: AdapterWeights, group: list[LoraModule], dev: torch.
         n = len(chunk)
         # Row-major (n, r, in) is column-major Aᵀ; (n, r, out) filled with Bᵀ is
         # column-major B. The `.mT` views hand LAPACK / cuSOLVER their native layout.
-        a_stack = torch.empty((n, r, n_in), dtype=torch.float32, pin_memory=pin)
-        b_stack = torch.empty((n, r, n_out), dtype=torch.float32, pin_memory=pin)
+        a_stack = torch.empty((n, r, n_in), dtype=torch.float64, pin_memory=pin)
+        b_stack = torch.empty((n, r, n_out), dtype=torch.float64, pin_memory=pin)
         for slot, module in enumerate(chunk):
             a_stack[slot].copy_(matrix_a(weights.get(module.key_a)))
             b_stack[slot].copy_(matrix_b(weights.get(module.key_b)).mT)
