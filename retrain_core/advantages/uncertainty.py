@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from retrain_core.registry import REGISTRY
+
 UNCERTAINTY_CAP = 50.0
 
-# Accepted spellings of the built-in kinds (config files in the wild use several).
-UNCERTAINTY_ALIASES = {
-    "surprisal": "surprisal",
-    "surprise": "surprisal",
-    "nll": "surprisal",
-    "neg_logprob": "surprisal",
-    "negative_logprob": "surprisal",
-    "predictive_variance": "predictive_variance",
-    "pred_var": "predictive_variance",
-    "variance": "predictive_variance",
-    "bernoulli_variance": "predictive_variance",
-    "shannon_entropy": "shannon_entropy",
-    "entropy": "shannon_entropy",
-    "shannon": "shannon_entropy",
-}
+# Accepted spellings of the built-in kinds: the one alias table of retrain_core.registry.
+UNCERTAINTY_ALIASES = REGISTRY.aliases("uncertainty")
 
 
 def canonical_uncertainty_kind(kind: str) -> str | None:
     """The built-in kind `kind` names, or None when it is not a built-in (maybe a plugin)."""
-    return UNCERTAINTY_ALIASES.get(kind.strip().lower().replace("-", "_"))
+    return REGISTRY.canonical("uncertainty", kind)
 
 
 def surprisal(logprobs: torch.Tensor, mask: torch.Tensor, entropies=None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +26,80 @@ class DataError(ValueError):
     pass
 
 
-def load_examples(source: str, max_examples: int = 0, config_dir: str | Path | None = None) -> list[Example]:
-    if source == "arithmetic":
-        out = [Example(p.question, p.answer) for p in arithmetic.all_problems("train")]
-    elif source.startswith("jsonl:"):
-        out = _load_jsonl(source[len("jsonl:"):], config_dir)
-    elif source == "math":
-        out = _load_math()
-    else:
-        raise DataError(f"[data].source: unknown source {source!r} (expected 'math', 'arithmetic' or 'jsonl:PATH')")
-    if max_examples > 0:
-        out = out[:max_examples]
+def split_source(source: str) -> tuple[str, str]:
+    """("jsonl", "PATH") from "jsonl:PATH"; (source, "") for a plain name or a dotted plugin."""
+    from retrain_core.registry import REGISTRY
+
+    name, sep, argument = source.partition(":")
+    if sep and (REGISTRY.builtin("data_source", name) is not None
+                or ("data_source", name) in REGISTRY.entry_points()):
+        return name, argument
+    return source, ""
+
+
+def source_path(argument: str, config_dir: str | Path | None) -> Path:
+    """A `jsonl:` path: relative paths are relative to the config file's folder."""
+    path = Path(argument).expanduser()
+    if not path.is_absolute() and config_dir is not None:
+        path = Path(config_dir) / path
+    return path
+
+
+def iter_source(source: str, config_dir: str | Path | None = None,
+                search_paths: tuple[str | Path, ...] = ()) -> Iterator[Example]:
+    """The examples of `source`, lazily: built-ins, `NAME:ARG` sources and dotted plugins.
+
+    A plugin source is `fn()` (or `fn(ARG)` for an entry point written `NAME:ARG`) that
+    returns an iterable of `{"prompt", "answer"}` dicts (or objects with `question` and
+    `answer`).
+    """
+    from retrain_core.registry import REGISTRY, PluginError
+
+    name, argument = split_source(source)
+    if name == "jsonl":
+        if not argument:
+            raise DataError('[data].source: "jsonl:" needs a path (jsonl:PATH)')
+        yield from jsonl_source(str(source_path(argument, config_dir)))
+        return
+    dirs = [config_dir, *search_paths] if config_dir is not None else list(search_paths)
+    try:
+        fn = REGISTRY.resolve("data_source", name, [d for d in dirs if d is not None])
+    except PluginError as exc:
+        raise DataError(f"[data].source: {exc}") from None
+    rows = fn(argument) if argument or REGISTRY.builtin("data_source", name) else fn()
+    for index, row in enumerate(rows):
+        yield _as_example(row, source, index)
+
+
+def _as_example(row, source: str, index: int) -> Example:
+    if isinstance(row, Example):
+        return row
+    if isinstance(row, dict) and "prompt" in row and "answer" in row:
+        return Example(str(row["prompt"]), str(row["answer"]))
+    if hasattr(row, "question") and hasattr(row, "answer"):
+        return Example(str(row.question), str(row.answer))
+    raise DataError(f'[data].source "{source}": example {index} is a {type(row).__name__}, '
+                    'expected a dict with "prompt" and "answer"')
+
+
+def load_examples(source: str, max_examples: int = 0, config_dir: str | Path | None = None,
+                  search_paths: tuple[str | Path, ...] = ()) -> list[Example]:
+    out = []
+    for example in iter_source(source, config_dir, search_paths):
+        out.append(example)
+        if 0 < max_examples <= len(out):
+            break
     if not out:
         raise DataError(f"[data].source: {source!r} yielded no examples")
     return out
+
+
+def first_example(source: str, config_dir: str | Path | None = None,
+                  search_paths: tuple[str | Path, ...] = ()) -> Example:
+    """The first example of `source` (DataError when it has none or cannot be read)."""
+    for example in iter_source(source, config_dir, search_paths):
+        return example
+    raise DataError(f"[data].source: {source!r} yielded no examples")
 
 
 def heldout_examples(source: str) -> list[Example] | None:
@@ -48,13 +109,15 @@ def heldout_examples(source: str) -> list[Example] | None:
     return [Example(p.question, p.answer) for p in arithmetic.all_problems("heldout")]
 
 
-def _load_jsonl(path_text: str, config_dir: str | Path | None) -> list[Example]:
-    path = Path(path_text).expanduser()
-    if not path.is_absolute() and config_dir is not None and not path.exists():
-        path = Path(config_dir) / path
-    if not path.exists():
+def arithmetic_source(argument: str = "") -> Iterator[Example]:
+    for p in arithmetic.all_problems("train"):
+        yield Example(p.question, p.answer)
+
+
+def jsonl_source(path_text: str) -> Iterator[Example]:
+    path = Path(path_text)
+    if not path.is_file():
         raise DataError(f"[data].source: jsonl file not found: {path}")
-    out = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -65,8 +128,11 @@ def _load_jsonl(path_text: str, config_dir: str | Path | None) -> list[Example]:
                 raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
             if not isinstance(row, dict) or "prompt" not in row or "answer" not in row:
                 raise DataError(f"{path}:{lineno}: each line needs string fields 'prompt' and 'answer'")
-            out.append(Example(str(row["prompt"]), str(row["answer"])))
-    return out
+            yield Example(str(row["prompt"]), str(row["answer"]))
+
+
+def math_source(argument: str = "") -> Iterator[Example]:
+    yield from _load_math()
 
 
 # Mirrors of the Hendrycks MATH train split (the original dataset id was withdrawn).

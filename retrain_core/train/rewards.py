@@ -6,9 +6,7 @@ is counted correct when its reward is above 0.5.
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -80,20 +78,14 @@ def boxed_reward(completion: str, answer: str) -> float:
     return 1.0 if answers_match(boxed, answer) else 0.0
 
 
-def resolve_reward(kind: str, config_dir: str | Path | None = None) -> RewardFn:
-    """`boxed` or a dotted path `module.function` (looked up from the config's directory too)."""
-    if kind == "boxed":
-        return boxed_reward
-    if "." not in kind:
-        raise ValueError(f"[reward].type: unknown reward {kind!r} (expected 'boxed' or 'module.function')")
-    module_name, _, attr = kind.rpartition(".")
-    if config_dir and str(config_dir) not in sys.path:
-        sys.path.insert(0, str(config_dir))
+def resolve_reward(kind: str, config_dir: str | Path | None = None,
+                   search_paths: tuple[str | Path, ...] = ()) -> RewardFn:
+    """`boxed`, a dotted path `module.function` (looked up in the config's folder and the
+    search paths first) or a `reward.NAME` entry point: see `retrain_core.registry`."""
+    from retrain_core.registry import REGISTRY, PluginError
+
+    dirs = [d for d in (config_dir, *search_paths) if d is not None]
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"[reward].type: cannot import module {module_name!r}: {exc}") from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"[reward].type: {module_name!r} has no function {attr!r}")  # noqa: TRY004
-    return fn
+        return REGISTRY.resolve("reward", kind, dirs)
+    except PluginError as exc:
+        raise ValueError(f"[reward].type: {exc}") from None
