@@ -164,12 +164,17 @@ def format_effect(x: float, metric: str, signed: bool = True) -> str:
     return f"{x:+.3g}" if signed else f"{x:.3g}"
 
 
+def _bound(x: float, scale: int) -> str:
+    return f"{x:+.1f}" if scale == 100 else f"{x:+.3g}"
+
+
 def _verdict(label: str, baseline: str, diff: Interval, mde: float, metric: str) -> str:
     if diff.n < 2:
         return (f"{label} − {baseline}: {diff.n} paired seed{'s' if diff.n != 1 else ''}; "
                 "at least 2 are needed to say anything")
+    scale = 100 if is_rate(metric) else 1
     head = (f"{label} − {baseline} = {format_effect(diff.mean, metric)} "
-            f"[{format_effect(diff.low, metric)}, {format_effect(diff.high, metric)}], n = {diff.n}")
+            f"[{_bound(diff.low * scale, scale)}, {_bound(diff.high * scale, scale)}], n = {diff.n}")
     if diff.excludes_zero():
         return f"{head}: {label} is {'higher' if diff.mean > 0 else 'lower'}"
     return (f"{head}: no detectable difference (could detect "

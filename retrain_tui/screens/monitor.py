@@ -45,6 +45,7 @@ class MonitorScreen(Screen):
         Binding("R", "restart", "Restart", id="restart"),
         Binding("P", "pause", "Pause/resume", id="pause"),
         Binding("S", "squeeze", "Squeeze", id="squeeze"),
+        Binding("C", "compare", "Compare", id="compare"),
         Binding("f", "cycle_status", "Filter status", id="filter_status", show=False),
         Binding("c", "cycle_condition", "Filter condition", id="filter_condition", show=False),
         Binding("o", "cycle_sort", "Sort", id="sort", show=False),
@@ -176,6 +177,12 @@ class MonitorScreen(Screen):
 
         self.app.push_screen(SqueezeScreen(self))
 
+    @guarded
+    def action_compare(self) -> None:
+        from retrain_tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen(self))
+
     def action_cycle_status(self) -> None:
         i = STATUS_FILTERS.index(self.status_filter)
         self.status_filter = STATUS_FILTERS[(i + 1) % len(STATUS_FILTERS)]
@@ -281,6 +288,8 @@ class MonitorScreen(Screen):
         yield ("Pause / resume launching", "Stop or resume starting new runs (P)",
                self.action_pause)
         yield ("Squeeze panel", "LoRA-Squeeze variance table (S)", self.action_squeeze)
+        yield ("Compare conditions", "Paired differences vs a baseline across seeds (C)",
+               self.action_compare)
         yield ("Run detail", "Plots, logs, generations and config diff (enter)",
                self.action_detail)
         yield ("Resume supervisor", "Start a supervisor that adopts the runs", self.resume)
