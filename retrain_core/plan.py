@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import gpus
 from .config import Campaign
 
 # Seconds per step for Qwen3-4B at the docs' standard profile B=8, G=16, max_tokens=10240
@@ -34,6 +35,8 @@ class CapacityEstimate:
     completions_per_step: int  # B x G (of the first condition)
     token_budget_per_step: int  # B x G x max_tokens, an upper bound
     effective_parallelism: int
+    parallelism_bound: str  # which of max_workers / runs / GPUs / sequential sets it
+    parallelism_detail: str  # e.g. "4 GPUs ÷ 1 per run"
     stagger: float  # seconds added to the wall time by staggered launches
     median_step_time_s: float | None  # of the first condition's shape
     step_time_source: str  # "given" | "preset:<gpu>" | "pilot" | "unknown"
@@ -124,8 +127,10 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
     runs = campaign.runs
     settings = campaign.settings
     first = runs[0].config.training
-    parallelism = effective_parallelism(settings.parallel, settings.max_workers, len(runs))
-    stagger = settings.stagger_seconds * (parallelism - 1) if settings.parallel else 0.0
+    slots, gpu_detail = gpu_slots_for(campaign.base.backend.devices, settings.gpus_per_run)
+    width = parallelism(settings.parallel, settings.max_workers, len(runs), slots, gpu_detail)
+    parallelism_n = width.runs_at_once
+    stagger = settings.stagger_seconds * (parallelism_n - 1) if settings.parallel else 0.0
 
     source, detail, pilot_files = "unknown", "no step time: give --step-time or --gpu", []
     per_shape: dict[tuple, float | None] = {}
@@ -158,12 +163,13 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
     if per_shape:
         seconds = sum(r.config.training.max_steps * per_shape[_run_shape(r)] for r in runs)
         sequential = seconds / 3600
-        wall = (seconds / parallelism + stagger) / 3600
+        wall = (seconds / parallelism_n + stagger) / 3600
     return CapacityEstimate(
         runs=len(runs), total_steps=total_steps,
         completions_per_step=first.batch_size * first.group_size,
         token_budget_per_step=token_budget(first.batch_size, first.group_size, first.max_tokens),
-        effective_parallelism=parallelism, stagger=stagger, median_step_time_s=median,
+        effective_parallelism=parallelism_n, parallelism_bound=width.bound,
+        parallelism_detail=width.detail, stagger=stagger, median_step_time_s=median,
         step_time_source=source, sequential_hours=sequential, wall_hours=wall,
         pilot_files=sorted(set(pilot_files)), detail=detail)
 
@@ -178,11 +184,59 @@ def _preset_detail(gpu: str, how: str) -> str:
             "scaled by the token budget")
 
 
-def effective_parallelism(parallel: bool, max_workers: int, runs: int) -> int:
-    """Runs at once: min(max_workers or runs, runs) when parallel, else 1 (SPEC §7)."""
-    if not parallel or runs <= 1:
-        return 1
-    return min(max_workers or runs, runs)
+@dataclass
+class Parallelism:
+    runs_at_once: int
+    bound: str  # what limits it: "sequential" | "runs" | "max_workers" | "GPUs"
+    detail: str  # one phrase for people, e.g. "4 GPUs ÷ 1 per run"
+
+
+def parallelism(parallel: bool, max_workers: int, runs: int, gpu_slots: int | None = None,
+                gpu_detail: str = "") -> Parallelism:
+    """Runs at once = min(max_workers, runs, pool ÷ gpus_per_run), naming the bound that applies.
+
+    `gpu_slots` is None when placement is off (no GPUs in the pool). On a tie the more
+    fundamental bound is named: runs, then GPUs, then max_workers.
+    """
+    if not parallel:
+        return Parallelism(1, "sequential", "parallel = false")
+    runs = max(runs, 1)
+    bounds = [(runs, "runs", f"{runs} run{'s' * (runs != 1)}")]
+    if gpu_slots is not None:
+        bounds.append((max(gpu_slots, 1), "GPUs", gpu_detail or f"{gpu_slots} GPU slot(s)"))
+    if max_workers:
+        bounds.append((max_workers, "max_workers", f"max_workers = {max_workers}"))
+    n, bound, detail = min(bounds, key=lambda b: b[0])
+    return Parallelism(n, bound, detail)
+
+
+def effective_parallelism(parallel: bool, max_workers: int, runs: int,
+                          gpu_slots: int | None = None) -> int:
+    """Runs at once: min(max_workers or runs, runs, GPU slots) when parallel, else 1 (SPEC §7)."""
+    return parallelism(parallel, max_workers, runs, gpu_slots).runs_at_once
+
+
+def gpu_slots_for(devices: str, gpus_per_run: int, pool: list[int] | None = None
+                  ) -> tuple[int | None, str]:
+    """(runs the GPU pool holds at once or None when it has no GPUs, a phrase saying why)."""
+    pool = gpus.resolve_pool(devices) if pool is None else pool
+    slots = gpus.slots(pool, gpus_per_run)
+    if slots is None:
+        return None, ""
+    return slots, f"{len(pool)} GPU{'s' * (len(pool) != 1)} ÷ {gpus_per_run} per run"
+
+
+def campaign_parallelism(manifest: dict, state: dict | None, runs: int) -> Parallelism:
+    """Parallelism of a launched campaign: the pool its supervisor uses (state.json), else
+    the one resolved at creation (manifest.json)."""
+    sup = (state or {}).get("supervisor") or {}
+    pool = sup.get("gpu_pool")
+    if not isinstance(pool, list):
+        pool = manifest.get("gpu_pool")
+    per_run = int(manifest.get("gpus_per_run") or 1)
+    slots, detail = gpu_slots_for("", per_run, pool if isinstance(pool, list) else [])
+    return parallelism(bool(manifest.get("parallel")), int(manifest.get("max_workers") or 0),
+                       runs, slots, detail)
 
 
 def eta_seconds(remaining_steps: int, step_times: Iterable[float], parallelism: int = 1

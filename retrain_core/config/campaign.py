@@ -256,6 +256,16 @@ def launch_problems(campaign: Campaign) -> list[Problem]:
                                     f'backend "{backend}" is not available in this installation '
                                     f"(available: {', '.join(LAUNCHABLE_BACKENDS)}); the config is "
                                     "valid but cannot be launched here"))
+    from retrain_core.gpus import pool_problem  # a leaf module, like this one
+
+    gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
+    if gpu_problem:
+        key = "campaign.gpus_per_run" if "gpus_per_run" in gpu_problem else "backend.devices"
+        try:
+            line = line_of(locate_keys(campaign.source.read_text(encoding="utf-8")), key)
+        except (OSError, UnicodeDecodeError):
+            line = 0
+        problems.append(Problem(str(campaign.source), line, key, gpu_problem))
     return problems
 
 

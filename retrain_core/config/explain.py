@@ -120,6 +120,10 @@ def render_text(campaign: Campaign, est) -> str:
     lines.append(f"  {est.runs} run{'s' * (est.runs != 1)} × {steps} = {est.total_steps:,} steps · "
                  f"{est.completions_per_step:,} completions per step · "
                  f"≤ {est.token_budget_per_step:,} tokens per step")
+    if campaign.is_campaign:
+        lines.append(f"  parallelism: {est.effective_parallelism} run"
+                     f"{'s' * (est.effective_parallelism != 1)} at once, bound by "
+                     f"{est.parallelism_bound} ({est.parallelism_detail})")
     if est.median_step_time_s is None:
         lines.append(f"  step time: unknown ({est.detail})")
     else:

@@ -45,13 +45,15 @@ class CampaignSection:
     max_workers: int = 0  # 0 = all runs at once
     stagger_seconds: float = 0.0
     max_retries: int = 0
+    gpus_per_run: int = 1  # each run's share of the [backend] devices pool
+    grace_seconds: float = 0.0  # SIGTERM-to-SIGKILL grace; 0 = max(30 s, 3 × the run's median step)
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
 
 
 @dataclass
 class BackendConfig:
     backend: str = "local"
-    devices: str = "auto"
+    devices: str = "auto"  # the GPU pool: "auto" (NVML), "cpu", "cuda:0,1,…" (trusted as given)
     max_concurrent: int = 4
     throttle_dir: str = ""  # "" = no throttle
 

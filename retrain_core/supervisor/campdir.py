@@ -12,6 +12,7 @@ from pathlib import Path
 
 from retrain_core.atomic import atomic_write_text
 from retrain_core.config import Campaign, config_to_toml
+from retrain_core.gpus import pool_problem, resolve_pool
 
 from .files import (
     CAMPAIGN_TOML,
@@ -40,6 +41,9 @@ def check_launchable(campaign: Campaign) -> None:
             f"(available: {', '.join(AVAILABLE_BACKENDS)}); no run was started")
     if not campaign.runs:
         raise LaunchError(f"{campaign.source}: the campaign has no runs")
+    gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
+    if gpu_problem:
+        raise LaunchError(f"{campaign.source}: {gpu_problem}; no run was started")
 
 
 def squeeze_requested(source: Path) -> bool:
@@ -66,7 +70,7 @@ def new_campaign_dir(logs_dir: Path) -> Path:
 def initial_run_state() -> dict:
     return {"status": "pending", "pid": None, "pgid": None, "proc_start_time": None,
             "attempt": 0, "exit_code": None, "signal": None, "launched_at": None,
-            "ended_at": None, "error": "", "retries": 0, "launching": False}
+            "ended_at": None, "error": "", "retries": 0, "launching": False, "gpus": []}
 
 
 def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs") -> Path:
@@ -116,6 +120,11 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "max_workers": settings.max_workers,
         "stagger_seconds": settings.stagger_seconds,
         "max_retries": settings.max_retries,
+        # GPU placement (docs/ARCHITECTURE.md): the pool as written and as found at creation
+        "devices": campaign.base.backend.devices,
+        "gpu_pool": resolve_pool(campaign.base.backend.devices),
+        "gpus_per_run": settings.gpus_per_run,
+        "grace_seconds": settings.grace_seconds,  # 0: max(30 s, 3 × the run's median step)
         "max_concurrent": max_concurrent,
         "throttle": THROTTLE if throttle_dir else "",
         "model": campaign.base.model.model,

@@ -18,8 +18,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--logs-dir", default="logs", help="where campaign directories go")
     parser.add_argument("--foreground", action="store_true",
                         help="run the supervisor in this terminal and print progress")
-    parser.add_argument("--grace-seconds", type=float, default=10.0,
-                        help="SIGTERM-to-SIGKILL grace period when a run is killed (default 10)")
+    parser.add_argument("--grace-seconds", type=float, default=None, metavar="S",
+                        help="SIGTERM-to-SIGKILL grace when a run is stopped, kept for later "
+                             "--resume (default: [campaign] grace_seconds, else max(30 s, "
+                             "3 × the run's median step time))")
 
 
 def _log_tail(root: Path, lines: int = 15) -> str:
@@ -32,6 +34,10 @@ def main(args) -> int:
     from .campdir import LaunchError, create_campaign_dir
     from .daemon import AlreadyRunning, Supervisor
 
+    if args.grace_seconds is not None and not args.grace_seconds >= 0:
+        print(f"retrain campaign: --grace-seconds must be a number >= 0, got {args.grace_seconds}",
+              file=sys.stderr)
+        return 2
     if bool(args.config) == bool(args.resume):
         print("retrain campaign: give either CONFIG or --resume DIR", file=sys.stderr)
         return 2

@@ -1,9 +1,15 @@
 """The campaign supervisor: `python -m retrain_core.supervisor.daemon DIR [--grace-seconds S]`.
 
 One per campaign (a file lock held for its lifetime). It adopts runs an earlier supervisor
-left behind, launches pending runs (serial, or up to max_workers with a stagger), watches
-them, obeys control commands, retries failures, trips the circuit breaker, runs the
-auto-squeeze and writes state.json atomically on every change plus a heartbeat.
+left behind, launches pending runs (serial, or up to max_workers with a stagger, each on
+its own share of the GPU pool), watches them, obeys control commands, retries failures,
+trips the circuit breaker, runs the auto-squeeze and writes state.json atomically on every
+change plus a heartbeat.
+
+Grace (SIGTERM to SIGKILL when a run is stopped): `--grace-seconds`, which is remembered in
+state.json so a later --resume keeps it, else `[campaign] grace_seconds`, else (0) the
+larger of 30 s and 3 × the run's median step time, so a trainer always has time to finish
+its step and write the checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -19,6 +26,8 @@ from pathlib import Path
 import psutil
 from filelock import FileLock, Timeout
 
+from retrain_core import gpus
+from retrain_core.tail import read_last_records
 from retrain_core.throttle import wake_waiters
 
 from .control import receive
@@ -40,6 +49,8 @@ from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
 
 TICK_S = 0.1
+MIN_GRACE_S = 30.0
+GRACE_STEPS = 3  # default grace = max(MIN_GRACE_S, GRACE_STEPS × median step time)
 HEARTBEAT_S = 1.0
 BREAKER_FAILURES = 3
 
@@ -49,14 +60,18 @@ class AlreadyRunning(Exception):
 
 
 class Supervisor:
-    def __init__(self, root: str | os.PathLike, grace_s: float = 10.0, launcher=None,
+    def __init__(self, root: str | os.PathLike, grace_s: float | None = None, launcher=None,
                  echo: bool = False) -> None:
         self.root = Path(root).resolve()
         self.manifest = read_json(self.root / MANIFEST)
         self.state = read_json(self.root / STATE)
         if not isinstance(self.manifest, dict) or not isinstance(self.state, dict):
             raise FileNotFoundError(f"{self.root} is not a campaign directory (no manifest/state)")
-        self.grace_s = grace_s
+        if grace_s is not None:  # an override from the command line, kept for later resumes
+            self.state["supervisor"]["grace_seconds"] = float(grace_s)
+        self.grace_s = self.state["supervisor"].get("grace_seconds") or float(
+            self.manifest.get("grace_seconds") or 0)  # 0: per run, from its step times
+        self.pool: list[int] = []
         self.launcher = launcher or LocalLauncher()
         self.echo = echo
         self.order = [r["name"] for r in self.manifest["runs"]]
@@ -84,10 +99,22 @@ class Supervisor:
     def run_state(self, name: str) -> dict:
         return self.state["runs"][name]
 
-    def spec(self, name: str) -> LaunchSpec:
+    def spec(self, name: str, visible_devices: str | None = None) -> LaunchSpec:
         entry = next(r for r in self.manifest["runs"] if r["name"] == name)
         return LaunchSpec(name, entry["condition"], f"{self.manifest['campaign']}/{name}",
-                          self.manifest.get("cwd", ""))
+                          self.manifest.get("cwd", ""), visible_devices)
+
+    def grace(self, name: str) -> float:
+        """Seconds between SIGTERM and SIGKILL for this run (see the module docstring)."""
+        if self.grace_s:
+            return self.grace_s
+        times = [r["step_time_s"] for r in read_last_records(self.run_dir(name) / "metrics.jsonl", 50)
+                 if isinstance(r.get("step_time_s"), (int, float)) and r["step_time_s"] > 0]
+        return max(MIN_GRACE_S, GRACE_STEPS * statistics.median(times) if times else 0.0)
+
+    def busy_gpus(self) -> set[int]:
+        """GPUs held by live runs (adopted ones keep the share recorded in state.json)."""
+        return {g for name in self.handles for g in self.run_state(name).get("gpus") or []}
 
     def run_dir(self, name: str) -> Path:
         return self.root / RUNS / name
@@ -134,6 +161,13 @@ class Supervisor:
         self.state["supervisor"].update(pid=me.pid, start_time=me.create_time(), stopping=False)
         atomic_write_json(self.root / SUPERVISOR_PID, {"pid": me.pid, "start_time": me.create_time()})
         self.log(f"supervisor started (pid {me.pid})")
+        # Manifests from before GPU placement have no "devices": leave CUDA alone for them.
+        if "devices" in self.manifest:
+            self.pool = gpus.resolve_pool(str(self.manifest["devices"]))
+            self.state["supervisor"]["gpu_pool"] = self.pool
+            per_run = int(self.manifest.get("gpus_per_run") or 1)
+            self.log(f"GPU pool {self.pool}, {per_run} per run" if self.pool
+                     else "no GPU in the pool: runs use the CPU")
         adopt_runs(self)
         self.write_state()
 
@@ -167,7 +201,7 @@ class Supervisor:
             if info is not None and not info.recorded:
                 # The wrapper died without a record (killed from outside): its trainer may
                 # still run as an orphan. End the run's leftovers before anything else.
-                self.kills[name] = KillJob(None, None, self.spec(name).run_id, self.grace_s)
+                self.kills[name] = KillJob(None, None, self.spec(name).run_id, self.grace(name))
                 self.after_kill[name] = "vanished"
                 self.vanished[name] = info
             elif info is not None:
@@ -228,7 +262,7 @@ class Supervisor:
         except psutil.Error:
             wrapper = None
         self.kills[name] = KillJob(wrapper, handle.pgid if wrapper else None,
-                                   self.spec(name).run_id, self.grace_s)
+                                   self.spec(name).run_id, self.grace(name))
         self.after_kill[name] = outcome
         # Persisted so that a supervisor restarted mid-kill finishes the job.
         self.run_state(name)["kill_requested"] = outcome
@@ -299,22 +333,26 @@ class Supervisor:
             last = max((r["launched_at"] or 0 for r in self.state["runs"].values()), default=0)
             if stagger > 0 and last and now() - last < stagger:
                 break
-            self.launch(pending[0])
+            share = gpus.pick(self.pool, self.busy_gpus(), int(self.manifest.get("gpus_per_run") or 1))
+            if share is None:
+                break  # the pool is exhausted: the run waits for a live one to end
+            self.launch(pending[0], share)
             launched = True
         return launched
 
-    def launch(self, name: str) -> None:
+    def launch(self, name: str, share: list[int] | None = None) -> None:
         if name in self.restart_first:
             self.restart_first.remove(name)
         r = self.run_state(name)
         attempt = r["attempt"] + 1
         # Record the intent first: a supervisor killed right after the spawn must find the
         # new wrapper on --resume instead of starting the run a second time.
-        r.update(attempt=attempt, launching=True, launched_at=now())
+        r.update(attempt=attempt, launching=True, launched_at=now(), gpus=share or [])
         self.write_state()
         rotate_logs(self.run_dir(name), attempt)
+        visible = None if "devices" not in self.manifest else gpus.visible_devices(share or [])
         try:
-            handle = self.launcher.start(self.spec(name), self.run_dir(name), attempt)
+            handle = self.launcher.start(self.spec(name, visible), self.run_dir(name), attempt)
         except OSError as exc:
             r.update(status="failed", launching=False, error=f"could not start: {exc}", ended_at=now())
             self.log(f"{name}: could not start: {exc}")
@@ -323,13 +361,15 @@ class Supervisor:
         r.update(status="running", launching=False, pid=handle.pid, pgid=handle.pgid,
                  proc_start_time=handle.start_time, exit_code=None, signal=None,
                  ended_at=None, error="")
-        self.log(f"{name}: launched attempt {attempt} (pid {handle.pid})")
+        self.log(f"{name}: launched attempt {attempt} (pid {handle.pid})"
+                 + (f" on GPU {visible}" if visible else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="retrain-supervisor")
     ap.add_argument("campaign_dir")
-    ap.add_argument("--grace-seconds", type=float, default=10.0)
+    ap.add_argument("--grace-seconds", type=float, default=None,
+                    help="SIGTERM-to-SIGKILL grace (kept for later resumes)")
     ap.add_argument("--foreground", action="store_true", help="print progress to stdout")
     args = ap.parse_args(argv)
     try:

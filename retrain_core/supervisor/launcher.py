@@ -19,6 +19,8 @@ import psutil
 from .files import EXIT_JSON, RUN_ID_ENV, read_json, same_process
 
 TRAINER_ENV = "RETRAIN_TRAINER_CMD"  # replaces `python -m retrain_core.cli run` (stand-ins, tests)
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+ASSIGNED_ENV = "RETRAIN_GPUS"  # the share the supervisor gave (the trainer's CUDA view is narrowed)
 
 
 @dataclass
@@ -29,6 +31,8 @@ class LaunchSpec:
     label: str
     run_id: str  # "<campaign>/<run>": the env marker every descendant inherits
     cwd: str = ""
+    # CUDA_VISIBLE_DEVICES for the run: "0,1" = its GPUs, "" = none; None = leave it alone
+    visible_devices: str | None = None
 
 
 @dataclass
@@ -82,6 +86,9 @@ class LocalLauncher:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{RUN_ID_ENV: run_spec.run_id})
         if run_spec.cwd:
             env["RETRAIN_RUN_CWD"] = run_spec.cwd
+        if run_spec.visible_devices is not None:
+            # The trainer then uses the first GPU it sees (train.backend.pick_device).
+            env[VISIBLE_ENV] = env[ASSIGNED_ENV] = run_spec.visible_devices
         with open(run_dir / "wrapper.log", "ab") as log:
             popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      env=env, start_new_session=True, close_fds=True)
