@@ -85,3 +85,20 @@ def test_every_key_of_a_valid_document_is_located_on_its_line(doc: dict, multili
     lines = text.splitlines()
     for path, key in paths(doc):
         assert key in lines[locs[path] - 1], (path, text)
+
+
+def test_broken_arrays_end_the_scan_instead_of_looping() -> None:
+    """`a = [1 }` (reachable from the editor's live validation) used to loop forever:
+    run in a child process so the old behaviour fails the test instead of hanging it."""
+    import json
+    import subprocess
+    import sys
+
+    docs = ["a = [1 }", "a = [1", "a = [1, 2 x", "[t]\nb = [[1, 2] }\nc = 3", "a = {b = [1 }", "a = " + "[" * 5000]
+    code = ("import json, sys\nfrom retrain_core.config.locate import locate_keys\n"
+            "print(json.dumps([locate_keys(d) for d in json.loads(sys.stdin.read())]))")
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(docs), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found[0] == {"a": 1, "a[0]": 1} and found[3]["t.b"] == 2

@@ -103,6 +103,8 @@ class _Scanner:
                 if self.peek() == ",":
                     self.pos += 1
                     index += 1
+                elif self.peek() != "]":  # `[1 }`, or the end of the text: no progress possible
+                    raise ValueError("expected , or ] in an array")
         elif ch == "{":
             self.pos += 1
             while True:
@@ -171,7 +173,7 @@ def locate_keys(text: str) -> dict[str, int]:
     scanner = _Scanner(text)
     try:
         scanner.document()
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         pass  # keep what was found; lookups fall back to parents
     newlines = [i for i, ch in enumerate(text) if ch == "\n"]
     return {path: bisect.bisect_left(newlines, off) + 1 for path, off in scanner.found.items()}
