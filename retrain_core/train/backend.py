@@ -42,8 +42,21 @@ class TrainBackend(Protocol):
 
 
 def pick_device(devices: str) -> torch.device:
+    """The device this run trains on; `devices` may name a whole pool ("cuda:0,1,…").
+
+    In a campaign the supervisor has narrowed CUDA_VISIBLE_DEVICES to the run's share
+    (RETRAIN_GPUS says so), so the run takes the first GPU it sees; alone it takes the first
+    of the list. The local backend uses one GPU; the rest of a share is for engines that
+    use several."""
+    import os
+
+    from retrain_core.gpus import explicit_gpus
+
     if devices in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    listed = explicit_gpus(devices)
+    if listed is not None:
+        return torch.device("cuda:0" if os.environ.get("RETRAIN_GPUS") else f"cuda:{listed[0]}")
     return torch.device(devices)
 
 
