@@ -14,23 +14,34 @@ import pytest
 
 from retrain_core.throttle import NullThrottle, Throttle, open_throttle, read_holders
 
+# A holder takes a slot, prints "slot time waited", holds it, then prints "released".
+# `hold` is seconds, or a file path: hold until that file exists (tests release on an
+# event, not on a timer that a loaded machine would overrun). With a 5th argument it first
+# prints "waiting" once its imports are done, so a test knows it is about to block.
 HOLDER = r"""
-import sys, time
+import os, sys, time
 from retrain_core.throttle import Throttle
-d, k, run, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+d, k, run, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 t = Throttle(d, k, run)
+if len(sys.argv) > 5:
+    print("waiting", flush=True)
 with t:
     print(f"{t.slot} {time.time()} {t.last_wait_s}", flush=True)
-    time.sleep(hold)
+    if hold.replace(".", "", 1).isdigit():
+        time.sleep(float(hold))
+    else:
+        while not os.path.exists(hold):
+            time.sleep(0.02)
 print(f"released {time.time()}", flush=True)
 """
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _holder(d, k, run, hold) -> subprocess.Popen:
+def _holder(d, k, run, hold, announce=False) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-c", HOLDER, str(d), str(k), run, str(hold)],
+    extra = ["announce"] if announce else []
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(d), str(k), run, str(hold), *extra],
                             stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -64,7 +75,7 @@ def test_identity_visible_without_locking_and_cleared(tmp_path):
         assert [(h["slot"], h["pid"], h["run"]) for h in holders] == [(0, os.getpid(), "run-a")]
         assert abs(holders[0]["since"] - time.time()) < 5
         with Throttle(tmp_path, 2, "run-b") as u:
-            assert u.slot == 1 and u.last_wait_s < 0.5
+            assert u.slot == 1  # a free slot is taken without waiting for run-a
             assert {h["run"] for h in read_holders(tmp_path)} == {"run-a", "run-b"}
     assert read_holders(tmp_path) == []
 
@@ -80,23 +91,26 @@ def test_killed_holder_frees_its_slot_at_once_and_stale_identity_is_ignored(tmp_
     assert read_holders(tmp_path) == []  # its identity file is left behind, but stale
     t = Throttle(tmp_path, 1, "next")
     start = time.monotonic()
-    with t:
-        assert time.monotonic() - start < 0.5
+    with t:  # a leaked slot would block here until the test's timeout
+        assert time.monotonic() - start < 30
 
 
 def test_waiter_takes_the_first_slot_that_frees(tmp_path, kids):
     # Slots 0..2 are held; slot 1's holder leaves first: the waiter must get slot 1, not
     # queue behind slot 0.
-    holds = {0: 30, 1: 0.6, 2: 30}
+    never, release_1 = tmp_path / "never", tmp_path / "release-1"
     for i in range(3):
-        p = _holder(tmp_path, 3, f"h{i}", holds[i])
+        p = _holder(tmp_path / "th", 3, f"h{i}", release_1 if i == 1 else never)
         kids.append(p)
         assert p.stdout.readline().split()[0] == str(i)
-    waiter = _holder(tmp_path, 3, "waiter", 0)
+    waiter = _holder(tmp_path / "th", 3, "waiter", 0, announce=True)
     kids.append(waiter)
+    assert waiter.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # let it park (it would also be correct to get the slot later)
+    release_1.touch()
     slot, _, waited = waiter.stdout.readline().split()
     assert slot == "1"
-    assert 0.2 < float(waited) < 2.0
+    assert float(waited) > 0  # it did wait: the slot was freed only after it asked
 
 
 def test_never_more_than_k_holders_and_no_starvation(tmp_path, kids):
@@ -132,17 +146,21 @@ for _ in range(6):
 def test_waiting_burns_no_cpu(tmp_path, kids):
     import psutil
 
-    holder = _holder(tmp_path, 1, "holder", 3)
+    release = tmp_path / "release"
+    holder = _holder(tmp_path / "th", 1, "holder", release)
     kids.append(holder)
     holder.stdout.readline()
-    waiter = _holder(tmp_path, 1, "waiter", 0)
+    waiter = _holder(tmp_path / "th", 1, "waiter", 0, announce=True)
     kids.append(waiter)
     proc = psutil.Process(waiter.pid)
-    time.sleep(0.8)  # past interpreter start-up: now it only waits
+    assert waiter.stdout.readline().strip() == "waiting"  # imports done: now it only waits
+    time.sleep(0.3)
     before = sum(proc.cpu_times()[:2])
-    time.sleep(1.0)
+    time.sleep(2.0)
     spent = sum(proc.cpu_times()[:2]) - before
-    assert waiter.poll() is None and spent < 0.1, spent
+    # A busy wait would use most of a core (well over 0.5 s of 2 s even on a loaded box).
+    assert waiter.poll() is None and spent < 0.25, spent
+    release.touch()
     assert waiter.stdout.readline().split()[0] == "0"
 
 
@@ -225,14 +243,16 @@ def test_waiting_head_notices_a_killed_holder_without_a_poke(tmp_path, kids):
     holder = _holder(tmp_path, 1, "victim", 60)
     kids.append(holder)
     holder.stdout.readline()
-    waiter = _holder(tmp_path, 1, "waiter", 0)
+    waiter = _holder(tmp_path, 1, "waiter", 0, announce=True)
     kids.append(waiter)
-    time.sleep(0.8)  # the waiter is parked as head by now
+    assert waiter.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # parked as head (earlier would also be fine: it then finds the slot free)
     killed_at = time.time()
     holder.send_signal(signal.SIGKILL)
     slot, got_at, _ = waiter.stdout.readline().split()
     assert slot == "0"
-    assert float(got_at) - killed_at < 0.3  # the 25 ms fallback poll, not a hang
+    # The 25 ms fallback poll, not a hang (a hang blocks readline until the test timeout).
+    assert float(got_at) - killed_at < 15
 
 
 def test_cached_descriptors_follow_a_recreated_directory(tmp_path):
