@@ -60,21 +60,24 @@ def test_sighup_to_terminal_group_and_launcher_exit(tmp_path):
 def test_supervisor_sigkill_then_resume_runs_everything_once(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(1, 2), conditions=2, max_steps=10, parallel=True,
                          max_workers=2)
-    env = fake_env(tmp_path, step_s=0.1)
+    gate = tmp_path / "let-runs-finish"  # runs hold before their last step until it exists
+    env = fake_env(tmp_path, step_s=0.1, gate=gate)
     res = retrain(["campaign", cfg, "--logs-dir", tmp_path / "logs"], env, tmp_path)
     assert res.returncode == 0, res.stderr
     root = next((tmp_path / "logs").glob("campaign_*"))
     wait_until(lambda: sum(r["status"] == "running" for r in state(root)["runs"].values()) == 2,
-               20, what="two runs running")
+               60, what="two runs running")
     sup = json.loads((root / "supervisor.pid").read_text())
     os.kill(sup["pid"], signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(sup["pid"]) or
-               psutil.Process(sup["pid"]).status() == psutil.STATUS_ZOMBIE, 10)
-    time.sleep(0.3)
+               psutil.Process(sup["pid"]).status() == psutil.STATUS_ZOMBIE, 30)
     assert len(run_processes(root.name)) >= 4  # the runs kept going without it
     res = retrain(["campaign", "--resume", root], env, tmp_path)
     assert res.returncode == 0, res.stderr
-    wait_until(lambda: campaign_over(root), 60, what="campaign end after resume")
+    wait_until(lambda: "adopted running attempt 1" in (root / "supervisor.log").read_text(), 60,
+               what="the new supervisor adopted the live runs")
+    gate.touch()
+    wait_until(lambda: campaign_over(root), 120, what="campaign end after resume")
     st = state(root)
     assert {r["status"] for r in st["runs"].values()} == {"succeeded"}
     for name, r in st["runs"].items():

@@ -14,11 +14,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+from waits import wait_until  # noqa: F401  (re-exported for the supervisor tests)
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -59,8 +59,16 @@ if os.environ.get("FAKE_SPAWN") == "1":
 fail = os.environ.get("FAKE_FAIL", "")
 fail_once = os.environ.get("FAKE_FAIL_ONCE") == "1"
 throttle = open_throttle(cfg["backend"]["throttle_dir"], cfg["backend"]["max_concurrent"], name)
+# FAKE_GATE=path holds the run before step FAKE_GATE_STEP (default: its last step) until
+# that file exists, so a test can keep a run alive for as long as it needs, on any machine.
+gate = os.environ.get("FAKE_GATE", "")
+gate_step = int(os.environ.get("FAKE_GATE_STEP", steps - 1))
 # Steps count from 0 like the real trainer; checkpoints record the number of steps done.
 for step in range(start, steps):
+    while gate and step >= gate_step and not os.path.exists(gate) and not stop:
+        time.sleep(0.02)
+    if stop:
+        sys.exit(75)
     t0 = time.time()
     with throttle:
         hold = (time.time(), None)
@@ -153,16 +161,6 @@ def launch(tmp_path: Path, config: Path, env: dict, *extra) -> Path:
 
 def state(root: Path) -> dict:
     return json.loads((root / "state.json").read_text())
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
 def statuses(root: Path) -> dict:

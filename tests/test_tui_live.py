@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 from retrain_tui.app import RetrainApp
 from retrain_tui.screens.monitor import MonitorScreen
@@ -40,14 +41,6 @@ def small_demo(path: Path, max_steps: int = 6) -> Path:
 
 def needs_trainer() -> None:
     pytest.importorskip("retrain_core.train.cli", reason="the trainer (`retrain run`) is not built")
-
-
-async def wait_for(pilot, predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s")
-        await pilot.pause(0.1)
 
 
 def wait_terminal(directory: Path, timeout: float = 240) -> dict:

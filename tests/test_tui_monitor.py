@@ -7,6 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from waits import wait_for
+
 from retrain_core.config import config_to_toml, load_campaign
 from retrain_tui.app import RetrainApp
 from retrain_tui.fabricate import (
@@ -24,14 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 SIZE = (100, 30)
 RUNNING = {"grpo+none_s42": "running", "grpo+none_s101": "running",
            "maxrl+gtpo_sepa_s42": "succeeded", "maxrl+gtpo_sepa_s101": "pending"}
-
-
-async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
 
 
 def append_text(path: Path, text: str) -> None:

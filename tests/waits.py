@@ -1,0 +1,41 @@
+"""The one way tests wait for an event: poll a predicate up to a generous ceiling.
+
+Ceilings are scaled by `RETRAIN_TEST_CEILING_SCALE` (default 4): a test names the time it
+expects on an idle machine, and a loaded 2-core box still passes. A wait returns as soon as
+the event happens, so a large ceiling costs nothing when things work; it is only reached
+when the event never comes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+SCALE = float(os.environ.get("RETRAIN_TEST_CEILING_SCALE", "4"))
+
+
+def ceiling(seconds: float) -> float:
+    return seconds * SCALE
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):
+    """Block until predicate() is truthy and return its value; fail after the scaled ceiling."""
+    limit = ceiling(timeout)
+    deadline = time.monotonic() + limit
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:.0f} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "") -> None:
+    """The same inside a Pilot test: the app keeps running while we wait."""
+    limit = ceiling(timeout)
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:.0f} s waiting for {what or predicate}")
+        await pilot.pause(0.05)
