@@ -136,7 +136,7 @@ def test_retry_then_circuit_breaker(tmp_path):
     assert len(failed) == 3 and all(r["exit_code"] == 3 for r in failed)
     assert all("RuntimeError: boom" in r["error"] and "exit code 3" in r["error"] for r in failed)
     assert statuses(root)["maxrl+none_s2"] == "pending"
-    assert retrain(["stop", root, "--wait", "10"], env, tmp_path).returncode == 0
+    assert retrain(["stop", root, "--wait", "60"], env, tmp_path).returncode == 0
 
 
 @pytest.mark.slow
@@ -150,4 +150,4 @@ def test_one_supervisor_per_campaign(tmp_path):
     res = subprocess.run([PY, "-m", "retrain_core.supervisor.daemon", str(root)], env=env,
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 3 and "already running" in res.stderr
-    assert retrain(["stop", root, "--wait", "15"], env, tmp_path).returncode == 0
+    assert retrain(["stop", root, "--wait", "60"], env, tmp_path).returncode == 0

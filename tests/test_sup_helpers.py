@@ -146,7 +146,7 @@ def fake_env(tmp_path: Path, **fake) -> dict:
     return env
 
 
-def retrain(args: list[str], env: dict, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def retrain(args: list[str], env: dict, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "retrain_core.cli", *map(str, args)], check=False, env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 

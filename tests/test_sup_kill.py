@@ -49,7 +49,7 @@ def test_kill_run_with_escaping_grandchildren(tmp_path):
     sessions = {p.pid: psutil.Process(p.pid).as_dict(["cmdline"])["cmdline"] for p in tree}
     assert any("303" in " ".join(c) for c in sessions.values()), sessions
     assert any(p.pid == json.loads((run_dir / "fake_children.json").read_text())[1] for p in tree)
-    res = retrain(["kill", root, run, "--wait", "20"], env, tmp_path)
+    res = retrain(["kill", root, run, "--wait", "60"], env, tmp_path)
     assert res.returncode == 0, res.stderr
     wait_until(lambda: all(_gone(p) for p in tree), 10, what="every process of the run reaped")
     assert run_processes(root.name) == []
@@ -87,22 +87,25 @@ def test_restart_resumes_with_new_attempt_and_keeps_logs(tmp_path):
 
 def test_pause_unpause_and_stop(tmp_path):
     cfg = write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=6)
-    env = fake_env(tmp_path, step_s=0.1)
+    gate = tmp_path / "let-runs-finish"  # the first run stays alive until the pause is in
+    env = fake_env(tmp_path, step_s=0.1, gate=gate)
     root = launch(tmp_path, cfg, env)
-    assert retrain(["pause", root, "--wait", "10"], env, tmp_path).returncode == 0
-    wait_until(lambda: statuses(root)["grpo+none_s1"] == "succeeded", 20, what="first run done")
+    wait_until(lambda: statuses(root)["grpo+none_s1"] == "running", 30, what="first run started")
+    assert retrain(["pause", root, "--wait", "60"], env, tmp_path).returncode == 0
+    gate.touch()
+    wait_until(lambda: statuses(root)["grpo+none_s1"] == "succeeded", 30, what="first run done")
     import time
 
     time.sleep(0.5)
     assert statuses(root)["grpo+none_s2"] == "pending"  # paused: nothing new starts
     assert state(root)["supervisor"]["pause_reason"] == "paused by the user"
     # An explicit restart is carried out even while launching is paused.
-    assert retrain(["restart", root, "grpo+none_s1", "--wait", "15"], env, tmp_path).returncode == 0
-    wait_until(lambda: statuses(root)["grpo+none_s1"] == "succeeded", 20, what="restart done")
-    assert state(root)["runs"]["grpo+none_s1"]["attempt"] == 2
+    assert retrain(["restart", root, "grpo+none_s1", "--wait", "60"], env, tmp_path).returncode == 0
+    wait_until(lambda: statuses(root)["grpo+none_s1"] == "succeeded"
+               and state(root)["runs"]["grpo+none_s1"]["attempt"] == 2, 30, what="restart done")
     assert statuses(root)["grpo+none_s2"] == "pending"
-    assert retrain(["unpause", root, "--wait", "10"], env, tmp_path).returncode == 0
-    wait_until(lambda: campaign_over(root), 20, what="campaign end")
+    assert retrain(["unpause", root, "--wait", "60"], env, tmp_path).returncode == 0
+    wait_until(lambda: campaign_over(root), 30, what="campaign end")
     assert statuses(root) == {"grpo+none_s1": "succeeded", "grpo+none_s2": "succeeded"}
 
 

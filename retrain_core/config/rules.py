@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+from retrain_core.expr import check_rules
+from retrain_core.notify import webhook_problem
+
 from .errors import describe, did_you_mean
 from .schema import (
     ADVANTAGE_MODES,
@@ -166,6 +169,8 @@ CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
     "algorithm.algorithm_mode": lambda v: _choice(v, ("",), plugin=True),
     "reward.type": lambda v: _choice(v, ("boxed",), plugin=True),
     "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
+    "campaign.on_stall": lambda v: _choice(v, ("flag", "restart")),
+    "notify.webhook": lambda v: (v, webhook_problem(v)),
     "data.source": _data_source,
     "data.prompt_template": _prompt_template,
 }
@@ -195,6 +200,7 @@ def _check_ranks(ranks: list[int]) -> Problems:
 
 ELEMENTS: dict[str, Callable[[list], Problems]] = {
     "campaign.seeds": _check_seeds,
+    "campaign.rules": check_rules,
     "squeeze.target_ranks": _check_ranks,
     "planning.grams": lambda grams: [(f"[{i}]", "expected a non-empty phrase, found an empty string")
                                      for i, g in enumerate(grams) if not g.strip()],

@@ -48,6 +48,8 @@ class CampaignSection:
     gpus_per_run: int = 1  # each run's share of the [backend] devices pool
     grace_seconds: float = 0.0  # SIGTERM-to-SIGKILL grace; 0 = max(30 s, 3 × the run's median step)
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
+    on_stall: str = "flag"  # a running run without new metrics for max(5 min, 5 × median step): "flag" | "restart"
+    rules: list[dict] = field(default_factory=list)  # [[campaign.rules]] when = "…", action = "kill" | "pause" | "notify"
 
 
 @dataclass
@@ -157,6 +159,11 @@ class LoggingConfig:
 
 
 @dataclass
+class NotifyConfig:
+    webhook: str = ""  # POST a JSON event per run failure/stall/finish and campaign end ("" = none)
+
+
+@dataclass
 class Config:
     """The resolved config of one run (a campaign's base config has the same shape)."""
 
@@ -172,6 +179,7 @@ class Config:
     planning: PlanningConfig = field(default_factory=PlanningConfig)
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def to_dict(self) -> dict:
         """Nested plain dict, one key per section: what `config.toml` of a run holds."""
