@@ -7,7 +7,10 @@ newline arrives, and never re-reads what it has already read:
   the new file is read from its start;
 - truncation (the file shrank below the offset): the file is read again from its start
   (the old content is gone; what is there now is new);
-- malformed lines (not JSON, or JSON that is not an object) are counted in `malformed`.
+- malformed lines (not JSON, or JSON that is not an object) are counted in `malformed`;
+- non-finite numbers (`NaN`, `Infinity`, `1e999`, as Python's json writes them) are read
+  as None: a metrics line with a diverged loss is still a line, and nothing downstream
+  has to guard against inf/nan arithmetic or print invalid JSON.
 A missing file is simply empty until it appears.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 from pathlib import Path
 from typing import Self
@@ -30,6 +34,30 @@ except ImportError:  # pragma: no cover - depends on the environment
     _JSONError = (ValueError,)
 
 CHUNK = 1 << 20
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _float_sized_int(text: str) -> int | None:
+    value = int(text)
+    return value if abs(value) < 2 ** 1023 else None  # beyond it, float(value) overflows
+
+
+def _lenient_loads(line: bytes):
+    """The stdlib parser with NaN/Infinity/overflowing numbers mapped to None."""
+    return json.loads(line, parse_float=_finite_float, parse_int=_float_sized_int,
+                      parse_constant=lambda _: None)
+
+
+def _loads_line(line: bytes):
+    """One line: the fast parser, else the lenient one (raises ValueError if not JSON)."""
+    try:
+        return _loads(line)
+    except _JSONError:
+        return _lenient_loads(line)
 
 
 class JsonlTail:
@@ -128,7 +156,7 @@ class JsonlTail:
             # call per line.
             body = [line for line in lines if line.strip()]
             try:
-                parsed = json.loads(b"[" + b",".join(body) + b"]")
+                parsed = _lenient_loads(b"[" + b",".join(body) + b"]")
                 if len(parsed) != len(body):
                     parsed = None
             except ValueError:
@@ -141,8 +169,8 @@ class JsonlTail:
             if not line or line.isspace():
                 continue
             try:
-                obj = _loads(line)
-            except _JSONError:
+                obj = _loads_line(line)
+            except ValueError:
                 self.malformed += 1
                 continue
             if type(obj) is dict:
@@ -189,8 +217,8 @@ def read_last_records(path: str | os.PathLike, count: int, max_bytes: int = 1 <<
         if not line.strip():
             continue
         try:
-            obj = _loads(line)
-        except _JSONError:
+            obj = _loads_line(line)
+        except ValueError:
             continue  # a partial last line, or a line cut at the window's start
         if isinstance(obj, dict):
             out.append(obj)

@@ -136,16 +136,14 @@ class CampaignWatcher:
         errors: list[str] = []
         api = supervisor_api()
 
-        state: dict = {}
-        try:
-            state = api.read_state(self.directory) or {}
-        except Exception as exc:  # noqa: BLE001 - a half-made campaign dir or a transient read
-            errors.append(f"state.json: {exc}")
+        # A list for a manifest, a run without a name, garbage in state.json: each becomes
+        # a message naming the file (shown once), and whatever is usable is still shown.
+        from retrain_core.supervisor.validate import read_campaign
+
+        manifest, state, problems = read_campaign(self.directory)
+        errors.extend(problems)
         if not self._manifest:
-            try:
-                self._manifest = api.read_manifest(self.directory) or {}
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"manifest.json: {exc}")
+            self._manifest = manifest
         try:
             alive = bool(api.supervisor_alive(self.directory))
         except Exception:  # noqa: BLE001
@@ -241,7 +239,9 @@ class CampaignWatcher:
             recent = [v for _, v in track.history["step_time_s"][-10:]]
             step_time = median(recent)
             eta = (max(max_steps - step, 0) * step_time if status in ("running", "pending")
-                   and not math.isnan(step_time) else math.nan)
+                   and math.isfinite(step_time) else math.nan)
+            if not math.isfinite(eta):  # absurd step times (1e308) overflow: no ETA
+                eta = math.nan
             rows.append(RunRow(
                 name=name, condition=track.condition, seed=track.seed, status=status,
                 step=step, max_steps=max_steps, attempt=int(rs.get("attempt") or 0),
@@ -300,7 +300,7 @@ class CampaignWatcher:
                                       int(self._manifest.get("max_workers") or 0), len(left))
         eta = eta_seconds(sum(max(r.max_steps - r.step, 0) for r in left),
                           [t for t in times if not math.isnan(t)], width)
-        return math.nan if eta is None else eta
+        return math.nan if eta is None or not math.isfinite(eta) else eta
 
 
 def supervisor_api():

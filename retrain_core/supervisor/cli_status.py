@@ -12,42 +12,56 @@ from retrain_core.plan import effective_parallelism, eta_seconds
 from retrain_core.tail import read_last_records
 
 from . import api
+from .validate import finite_or_none, json_safe, read_campaign
 
 METRIC_KEYS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
                "step_time_s", "throttle_wait_s", "time")
 
 
+DEFAULT_LOGS_DIR = "logs"
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("target", nargs="?", default="logs",
+    parser.add_argument("target", nargs="?", default=DEFAULT_LOGS_DIR,
                         help="a campaign directory, or a logs directory holding campaigns")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
-    records = read_last_records(root / entry["dir"] / "metrics.jsonl", 20)
+    records = read_last_records(root / str(entry.get("dir") or f"runs/{entry['name']}")
+                                / "metrics.jsonl", 20)
     last = records[-1] if records else {}
     # metrics count steps from 0: the last record of step k means k + 1 steps are done.
-    step = last["step"] + 1 if isinstance(last.get("step"), int) else None
-    max_steps = entry.get("max_steps")
-    times = [r["step_time_s"] for r in records if isinstance(r.get("step_time_s"), (int, float))]
+    step = last["step"] + 1 if _count(last.get("step")) is not None else None
+    max_steps = _count(entry.get("max_steps"))
+    # Any number in a metrics line can be absurd (a diverged run logs 1e308): keep what
+    # is finite, and an ETA that overflows is no ETA.
+    times = [t for t in (finite_or_none(r.get("step_time_s")) for r in records) if t is not None]
     step_time = statistics.median(times) if times else None
     eta = None
     if rstate.get("status") == "running" and step_time is not None and max_steps:
-        eta = max(0, max_steps - (step or 0)) * step_time
+        eta = finite_or_none(max(0, max_steps - (step or 0)) * step_time)
     return {"name": entry["name"], "condition": entry.get("condition"), "seed": entry.get("seed"),
-            "status": rstate.get("status", "unknown"), "attempt": rstate.get("attempt", 0),
+            "status": str(rstate.get("status") or "unknown"), "attempt": rstate.get("attempt", 0),
             "step": step, "max_steps": max_steps, "exit_code": rstate.get("exit_code"),
-            "signal": rstate.get("signal"), "error": rstate.get("error", ""),
+            "signal": rstate.get("signal"), "error": str(rstate.get("error") or ""),
             "pid": rstate.get("pid"), "launched_at": rstate.get("launched_at"),
             "ended_at": rstate.get("ended_at"), "step_time_s": step_time, "eta_s": eta,
-            "metrics": {k: last[k] for k in METRIC_KEYS if k in last}}
+            "metrics": {k: finite_or_none(last[k]) for k in METRIC_KEYS if k in last}}
+
+
+def _count(value) -> int | None:
+    """A non-negative int (a step or step count), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def campaign_summary(root: Path) -> dict:
-    manifest, state = api.read_manifest(root), api.read_state(root)
+    manifest, state, problems = read_campaign(root)
     sup = state.get("supervisor", {})
-    runs = [run_summary(root, e, state.get("runs", {}).get(e["name"], {}))
-            for e in manifest.get("runs", [])]
+    runs = []
+    for e in manifest.get("runs", []):
+        rstate = state.get("runs", {}).get(e["name"])
+        runs.append(run_summary(root, e, rstate if isinstance(rstate, dict) else {}))
     counts: dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -56,28 +70,31 @@ def campaign_summary(root: Path) -> dict:
     left = [r for r in runs if r["status"] in ("pending", "running")]
     width = effective_parallelism(bool(manifest.get("parallel")),
                                   int(manifest.get("max_workers") or 0), len(left))
-    eta = eta_seconds(sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0)) for r in left),
-                      [r["step_time_s"] for r in runs], width) if left else None
+    eta = finite_or_none(eta_seconds(
+        sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0)) for r in left),
+        [r["step_time_s"] for r in runs], width)) if left else None
     alive = api.supervisor_alive(root)
     if not alive:
         eta = None  # nothing is progressing
         for r in runs:
             r["eta_s"] = None
-    heartbeat = sup.get("heartbeat")
-    return {"dir": str(root), "campaign": manifest.get("campaign", root.name),
+    heartbeat = finite_or_none(sup.get("heartbeat"))
+    return {"dir": str(root), "campaign": str(manifest.get("campaign") or root.name),
+            "problems": problems,
             "created": manifest.get("created"),
             "supervisor": {"alive": alive, "pid": sup.get("pid"),
                            "paused": sup.get("paused", False), "pause_reason": sup.get("pause_reason", ""),
                            "stopping": sup.get("stopping", False),
                            "heartbeat_age_s": time.time() - heartbeat if heartbeat else None},
             "counts": counts, "eta_s": eta,
-            "squeeze": {**state.get("squeeze", {}),
-                        "recommended_rank": manifest.get("squeeze", {}).get("recommended_rank")},
+            "squeeze": {**state.get("squeeze", {}), "recommended_rank": (
+                manifest.get("squeeze") if isinstance(manifest.get("squeeze"), dict) else {}
+            ).get("recommended_rank")},
             "runs": runs}
 
 
 def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
+    if finite_or_none(seconds) is None:
         return "-"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -98,11 +115,13 @@ def print_campaign(c: dict) -> None:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(c["counts"].items()))
     print(f"{c['campaign']}  [{state}]  {counts}  ETA {_fmt_eta(c['eta_s'])}")
     print(f"  {c['dir']}")
+    for problem in c["problems"]:
+        print(f"  ! {problem}")
     sq = c["squeeze"]
     if sq.get("status") not in (None, "none"):
         rank = sq.get("recommended_rank")
         print(f"  squeeze: {sq['status']}" + (f", recommended rank {rank}" if rank else "")
-              + (f" ({sq['error'].splitlines()[0]})" if sq.get("error") else ""))
+              + (f" ({str(sq['error']).splitlines()[0]})" if sq.get("error") else ""))
     for r in c["runs"]:
         step = f"{r['step'] if r['step'] is not None else '-'}/{r['max_steps'] or '-'}"
         m = r["metrics"]
@@ -117,18 +136,34 @@ def print_campaign(c: dict) -> None:
               f"{metrics}  {end or ('ETA ' + _fmt_eta(r['eta_s']) if r['eta_s'] is not None else '')}")
 
 
+def no_campaigns_yet(logs_dir: Path, as_json: bool) -> int:
+    """A fresh checkout has no logs/ until the first launch: that is an answer, not an error."""
+    if as_json:
+        print(json.dumps({"campaigns": []}))
+    else:
+        print(f"no campaigns yet ({logs_dir}/ does not exist); launch one with "
+              "`retrain campaign CONFIG.toml` or `retrain-tui CONFIG.toml`")
+    return 0
+
+
 def main(args) -> int:
     target = Path(args.target)
     campaigns = api.find_campaigns(target)
+    if not campaigns and ((target / "state.json").exists() or (target / "runs").is_dir()):
+        campaigns = [target]  # a campaign directory that lost its manifest: say so
     if not campaigns and not target.exists():
+        if args.target == DEFAULT_LOGS_DIR:
+            return no_campaigns_yet(target, args.json)
         print(f"retrain status: {target} does not exist", file=sys.stderr)
         return 2
     summaries = [campaign_summary(c) for c in campaigns]
+    # A campaign file that cannot be read is named in the output and makes the exit code 1.
+    code = 1 if any(c["problems"] for c in summaries) else 0
     if args.json:
-        print(json.dumps({"campaigns": summaries}, indent=1))
-        return 0
+        print(json.dumps({"campaigns": json_safe(summaries)}, indent=1, allow_nan=False))
+        return code
     if not summaries:
         print(f"no campaigns under {target}")
     for c in summaries:
         print_campaign(c)
-    return 0
+    return code
