@@ -126,9 +126,9 @@ class Registry:
             self._entry_points = (key, found)
         return self._entry_points[1]
 
-    def names(self, kind: str) -> list[str]:
-        """Built-in names, then names from installed packages (aliases left out)."""
-        extra = sorted(name for k, name in self.entry_points() if k == kind)
+    def names(self, kind: str, installed: bool = True) -> list[str]:
+        """Built-in names, then (with `installed`) names from installed packages; no aliases."""
+        extra = sorted(name for k, name in self.entry_points() if k == kind) if installed else []
         return [*self._builtins[kind], *extra]
 
     def knows(self, kind: str, value: str) -> bool:
@@ -161,7 +161,7 @@ class Registry:
             if key not in self._loaded:
                 try:
                     self._loaded[key] = ep.load()
-                except Exception as exc:  # noqa: BLE001 - any failure of third-party code
+                except Exception as exc:
                     raise PluginError(f"loading entry point {ep.name} = {ep.value} failed: "
                                       f"{type(exc).__name__}: {exc}") from exc
             return self._loaded[key]
@@ -197,7 +197,7 @@ class Registry:
             else:
                 message = f"importing {file or module} failed: {type(exc).__name__}: {exc}"
             self._fail(key, file, message)
-        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+        except BaseException as exc:  # a plugin may raise anything, even SystemExit
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self._fail(key, file, f"importing {file or module} failed: {type(exc).__name__}: {exc}")

@@ -38,7 +38,9 @@ def test_json_output_is_stable(tmp_path: Path) -> None:
     assert data["schema"] == 1 and data["ok"] is True
     assert set(data) == {"schema", "ok", "source", "is_campaign", "counts", "settings",
                          "conditions", "runs", "base", "estimate", "launch_problems"}
-    assert data["launch_problems"] == []
+    # Offline (the tests set HF_HUB_OFFLINE) and without the model in the HF cache, the
+    # ablation is valid but cannot start here: the model and the `math` dataset are missing.
+    assert {p["key"] for p in data["launch_problems"]} <= {"model.model", "data.source"}
     assert data["counts"] == {"conditions": 5, "seeds": 8, "runs": 40, "total_steps": 20000}
     assert data["settings"]["max_workers"] == 4 and data["settings"]["parallel"] is True
     assert data["conditions"][0]["label"] == "grpo+none"

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from retrain_core.registry import REGISTRY
+
 from .errors import ConfigError, Problem, describe, did_you_mean
 from .load import Collector, build_config, check_document, parse_toml
 from .locate import line_of, locate_keys
-from .rules import FIELD_TYPES, check_field
+from .resolve import config_dir_of, environment_problems, file_problems
+from .rules import FIELD_TYPES, MAX_RUNS, check_field
 from .schema import DEFAULT_CONDITIONS, SECTION_TYPES, CampaignSection, Config
 
 SAFE_LABEL = re.compile(r"^[A-Za-z0-9._+~=,:@-]+$")
@@ -187,8 +190,22 @@ def check_condition(out: Collector, index: int, raw: Any, base: dict[str, dict[s
     return Condition(label, head["advantage_mode"], head["transform_mode"], overrides, line), merged
 
 
-def load_campaign_text(text: str, path: str | Path = "<memory>") -> Campaign:
-    """Parse, validate and expand a campaign (or single-run) document held in memory."""
+def load_campaign_text(text: str, path: str | Path = "<memory>", *, resolve: bool = True) -> Campaign:
+    """Parse, validate and expand a campaign (or single-run) document held in memory.
+
+    With `resolve` (the default) the files it names are checked too (plugins imported,
+    data sources read, local models found; relative to the folder of `path`): see
+    `resolve.py`. `resolve=False` checks the document alone (a campaign folder's copy).
+    """
+    campaign = _expand(text, path)
+    if resolve:
+        problems = file_problems(campaign, locate_keys(text))
+        if problems:
+            raise ConfigError(problems)
+    return campaign
+
+
+def _expand(text: str, path: str | Path) -> Campaign:
     file = str(path)
     doc = parse_toml(text, file)
     out = Collector(file, locate_keys(text))
@@ -222,6 +239,11 @@ def load_campaign_text(text: str, path: str | Path = "<memory>") -> Campaign:
             continue
         labels[label] = index
         conditions.append(checked)
+    seeds = campaign_table.get("seeds", CampaignSection().seeds)
+    if conditions and isinstance(seeds, list) and len(conditions) * len(seeds) > MAX_RUNS:
+        out.add("campaign.seeds", f"{len(conditions):,} conditions × {len(seeds):,} seeds = "
+                f"{len(conditions) * len(seeds):,} runs: at most {MAX_RUNS:,} runs per campaign "
+                "are accepted (a sanity bound against typos); split it into several campaigns")
     out.raise_if_any()
     settings = CampaignSection(**{**campaign_table, "conditions": copy.deepcopy(raw_conditions)})
     runs = []
@@ -236,9 +258,6 @@ def load_campaign_text(text: str, path: str | Path = "<memory>") -> Campaign:
     return Campaign(Path(path), settings, base, [c for c, _ in conditions], runs, is_campaign=True)
 
 
-LAUNCHABLE_BACKENDS = ("local",)
-
-
 def launch_problems(campaign: Campaign) -> list[Problem]:
     """Why this valid campaign cannot be launched here (e.g. a backend that is not installed).
 
@@ -247,15 +266,20 @@ def launch_problems(campaign: Campaign) -> list[Problem]:
     """
     problems = []
     try:
-        line = line_of(locate_keys(campaign.source.read_text(encoding="utf-8")), "backend.backend")
+        located = locate_keys(campaign.source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
-        line = 0  # an in-memory document
+        located = {}  # an in-memory document
+    line = line_of(located, "backend.backend")
     for backend in sorted({r.config.backend.backend for r in campaign.runs}):
-        if backend not in LAUNCHABLE_BACKENDS:
+        entry = REGISTRY.builtin("backend", backend)
+        if entry is not None and entry.unavailable:
+            launchable = [n for n in REGISTRY.names("backend") if not REGISTRY.builtin("backend", n).unavailable]
             problems.append(Problem(str(campaign.source), line, "backend.backend",
                                     f'backend "{backend}" is not available in this installation '
-                                    f"(available: {', '.join(LAUNCHABLE_BACKENDS)}); the config is "
+                                    f"(available: {', '.join(launchable)}); the config is "
                                     "valid but cannot be launched here"))
+    problems += [Problem(str(campaign.source), line_of(located, key), key, message)
+                 for key, message in _environment(campaign)[0]]
     from retrain_core.gpus import pool_problem  # a leaf module, like this one
 
     gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
@@ -269,6 +293,22 @@ def launch_problems(campaign: Campaign) -> list[Problem]:
     return problems
 
 
+def _environment(campaign: Campaign) -> tuple[list[tuple[str, str]], list[str]]:
+    """Machine-dependent problems and notes (model in the HF cache, hub datasets), deduplicated."""
+    problems: dict[tuple[str, str], None] = {}
+    notes: dict[str, None] = {}
+    for run in campaign.runs:
+        found, said = environment_problems(run.config, config_dir_of(campaign.source))
+        problems.update(dict.fromkeys(found))
+        notes.update(dict.fromkeys(said))
+    return list(problems), list(notes)
+
+
+def launch_notes(campaign: Campaign) -> list[str]:
+    """What launching will do that the user may not expect (e.g. download a model)."""
+    return _environment(campaign)[1]
+
+
 def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -278,11 +318,11 @@ def read_text(path: str | Path) -> str:
         raise ConfigError([Problem(str(path), 0, "", f"cannot read the file: {exc}")]) from None
 
 
-def load_campaign(path: str | Path) -> Campaign:
+def load_campaign(path: str | Path, *, resolve: bool = True) -> Campaign:
     """Load a campaign or single-run TOML file (a campaign directory: its campaign.toml)."""
     if Path(path).is_dir() and (Path(path) / "campaign.toml").is_file():
         path = Path(path) / "campaign.toml"
-    return load_campaign_text(read_text(path), path)
+    return load_campaign_text(read_text(path), path, resolve=resolve)
 
 
 def load_config(path: str | Path) -> Config:

@@ -15,35 +15,32 @@ from typing import Any
 
 from retrain_core.expr import check_rules
 from retrain_core.notify import webhook_problem
+from retrain_core.registry import REGISTRY, is_dotted_path
 
 from .errors import describe, did_you_mean
-from .schema import (
-    ADVANTAGE_MODES,
-    BACKENDS,
-    SECTION_TYPES,
-    TRANSFORM_MODES,
-    UNCERTAINTY_KINDS,
-    CampaignSection,
-)
+from .schema import SECTION_TYPES, CampaignSection
 
 SECTIONS: dict[str, type] = {"campaign": CampaignSection, **SECTION_TYPES}
 FIELD_TYPES: dict[str, dict[str, str]] = {
     name: {f.name: str(f.type) for f in fields(cls)} for name, cls in SECTIONS.items()
 }
-UNCERTAINTY_ALIASES = {"entropy": "shannon_entropy", "variance": "predictive_variance",
-                       "predictive-variance": "predictive_variance", "shannon-entropy": "shannon_entropy"}
 SEPA_SCHEDULES = ("linear", "auto")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
-DATA_SOURCES = ("math", "arithmetic", "jsonl:PATH")
 SEED_MAX = 2**32 - 1
-DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")
+# Sanity bounds: far above any real run, low enough that a typo (an extra few zeros)
+# is refused before anything is created rather than planned as centuries of work.
+MAX_STEPS = 1_000_000
+MAX_RUNS = 1_000  # conditions × seeds of one campaign
+MAX_SEEDS = 1_000
+MAX_BATCH = 65_536  # prompts per step, completions per prompt
+MAX_TOKENS = 1_048_576
 
 Problems = list[tuple[str, str]]
 
 
 def is_plugin_path(value: str) -> bool:
     """`package.module.name` or `package.module:name`: a user-supplied implementation."""
-    return bool(DOTTED_PATH.match(value))
+    return is_dotted_path(value)
 
 
 # -- types -----------------------------------------------------------------------------
@@ -108,6 +105,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "training.grad_clip_norm": NON_NEGATIVE,
     "training.clip_eps": NON_NEGATIVE,
     "training.save_every": NON_NEGATIVE_INT,
+    "training.ppo_epochs": POSITIVE_INT,
+    "training.warmup_steps": NON_NEGATIVE_INT,
     "data.max_examples": NON_NEGATIVE_INT,
     "gtpo.beta": NON_NEGATIVE,
     # α > 1 would flip the sign of negative advantages on planning tokens.
@@ -126,6 +125,36 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+# Sanity bounds (checked after the ranges above): the largest value that is still a plan.
+UPPER_BOUNDS: dict[str, tuple[int, str]] = {
+    "campaign.max_steps": (MAX_STEPS, "steps per run"),
+    "campaign.max_workers": (MAX_RUNS, "parallel runs (a campaign has at most that many runs)"),
+    "campaign.stagger_seconds": (86_400, "seconds between launches (one day)"),
+    "campaign.max_retries": (100, "retries per run"),
+    "campaign.seeds": (MAX_SEEDS, "seeds"),
+    "campaign.conditions": (MAX_RUNS, "conditions"),
+    "training.max_steps": (MAX_STEPS, "steps per run"),
+    "training.batch_size": (MAX_BATCH, "prompts per step"),
+    "training.group_size": (MAX_BATCH, "completions per prompt"),
+    "training.max_tokens": (MAX_TOKENS, "tokens per completion"),
+    "training.save_every": (MAX_STEPS, "steps"),
+    "sepa.steps": (MAX_STEPS, "steps"),
+    "sepa.delay_steps": (MAX_STEPS, "steps"),
+    "model.lora_rank": (65_536, "(LoRA rank)"),
+}
+
+
+def upper_bound_problem(dotted: str, value: Any) -> str | None:
+    if dotted not in UPPER_BOUNDS:
+        return None
+    limit, what = UPPER_BOUNDS[dotted]
+    size = len(value) if isinstance(value, list) else value
+    if size <= limit:
+        return None
+    found = f"{size:,} {'entries' if isinstance(value, list) else ''}".strip()
+    return (f"at most {limit:,} {what} is accepted (a sanity bound against typos), found {found}")
+
+
 def _choice(value: str, choices: tuple[str, ...], aliases: dict[str, str] | None = None,
             plugin: bool = False) -> tuple[str, str | None]:
     aliases = aliases or {}
@@ -141,11 +170,50 @@ def _choice(value: str, choices: tuple[str, ...], aliases: dict[str, str] | None
     return value, f"expected one of {listed}{tail}, found {describe(value)}{hint}"
 
 
+def _registered(kind: str, extra: tuple[str, ...] = ()) -> Callable[[str], tuple[str, str | None]]:
+    """A value of a pluggable kind: a built-in (alias -> its name), an entry point or a dotted path."""
+    def check(value: str) -> tuple[str, str | None]:
+        if value in extra:
+            return value, None
+        canonical = REGISTRY.canonical(kind, value)
+        if canonical is not None:
+            return canonical, None
+        if (kind, value) in REGISTRY.entry_points() or is_dotted_path(value):
+            return value, None
+        names = [*extra, *REGISTRY.names(kind)]
+        listed = ", ".join(f'"{n}"' for n in names)
+        hint = did_you_mean(value, [*names, *REGISTRY.aliases(kind)])
+        return value, (f"expected one of {listed} or a dotted plugin path (package.module.name), "
+                       f"found {describe(value)}{hint}")
+    return check
+
+
 def _data_source(value: str) -> tuple[str, str | None]:
-    if value in ("math", "arithmetic") or (value.startswith("jsonl:") and len(value) > 6):
+    name, sep, argument = value.partition(":")
+    if sep and name == "jsonl":
+        return value, None if argument.strip() else 'expected "jsonl:PATH", found no path after "jsonl:"'
+    if sep and (REGISTRY.builtin("data_source", name) or ("data_source", name) in REGISTRY.entry_points()):
         return value, None
-    hint = did_you_mean(value, ["math", "arithmetic"])
-    return value, f'expected "math", "arithmetic" or "jsonl:PATH", found {describe(value)}{hint}'
+    if REGISTRY.builtin("data_source", value) is not None and value != "jsonl":
+        return value, None
+    if ("data_source", value) in REGISTRY.entry_points() or is_dotted_path(value):
+        return value, None
+    names = [n if n != "jsonl" else "jsonl:PATH" for n in REGISTRY.names("data_source")]
+    hint = did_you_mean(value, names)
+    listed = ", ".join(f'"{n}"' for n in names)
+    return value, (f"expected one of {listed} or a dotted plugin path (package.module.name), "
+                   f"found {describe(value)}{hint}")
+
+
+def _model(value: str) -> tuple[str, str | None]:
+    if not value.startswith("builtin:"):
+        return value, None
+    name = value.removeprefix("builtin:")
+    if REGISTRY.canonical("builtin_model", name) is not None or ("builtin_model", name) in REGISTRY.entry_points():
+        return value, None
+    names = [f"builtin:{n}" for n in REGISTRY.names("builtin_model")]
+    return value, (f"unknown built-in model: expected one of {', '.join(names)}, a local folder or "
+                   f"a Hugging Face model id, found {describe(value)}{did_you_mean(value, names)}")
 
 
 def _prompt_template(value: str) -> tuple[str, str | None]:
@@ -160,15 +228,16 @@ def _prompt_template(value: str) -> tuple[str, str | None]:
 
 
 CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
-    "backend.backend": lambda v: _choice(v, BACKENDS),
+    "backend.backend": lambda v: _choice(v, tuple(REGISTRY.names("backend"))),
+    "model.model": _model,
     "model.dtype": lambda v: _choice(v, DTYPES),
-    "algorithm.advantage_mode": lambda v: _choice(v, ADVANTAGE_MODES, plugin=True),
-    "algorithm.transform_mode": lambda v: _choice(v, TRANSFORM_MODES, plugin=True),
-    "algorithm.uncertainty_kind": lambda v: _choice(v, UNCERTAINTY_KINDS, UNCERTAINTY_ALIASES,
-                                                    plugin=True),
-    "algorithm.algorithm_mode": lambda v: _choice(v, ("",), plugin=True),
-    "reward.type": lambda v: _choice(v, ("boxed",), plugin=True),
+    "algorithm.advantage_mode": _registered("advantage"),
+    "algorithm.transform_mode": _registered("transform"),
+    "algorithm.uncertainty_kind": _registered("uncertainty"),
+    "algorithm.algorithm_mode": _registered("algorithm", extra=("",)),
+    "reward.type": _registered("reward"),
     "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
+    "training.lr_schedule": lambda v: _choice(v, ("constant", "linear", "cosine")),
     "campaign.on_stall": lambda v: _choice(v, ("flag", "restart")),
     "notify.webhook": lambda v: (v, webhook_problem(v)),
     "data.source": _data_source,
@@ -219,6 +288,9 @@ def check_field(section: str, name: str, value: Any) -> tuple[Any, Problems]:
         what, ok = RANGES[dotted]
         if not ok(value):
             return value, [("", f"expected {what}, found {describe(value)}")]
+    too_big = upper_bound_problem(dotted, value)
+    if too_big:
+        return value, [("", too_big)]
     if FIELD_TYPES[section][name] == "float":
         value = float(value)  # TOML `lr = 1` is a fine float
     if dotted in CHOICES:

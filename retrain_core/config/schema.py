@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from retrain_core.registry import REGISTRY
+
 DEFAULT_SEEDS = [42, 101, 202, 303, 404, 505, 606, 707]
 
 DEFAULT_CONDITIONS = [
@@ -31,10 +33,11 @@ DEFAULT_PROMPT_TEMPLATE = (
     "{question}\n\nPut your final answer within \\boxed{{}}."
 )
 
-ADVANTAGE_MODES = ("grpo", "maxrl")
-TRANSFORM_MODES = ("none", "gtpo", "gtpo_hicra", "gtpo_sepa")
-UNCERTAINTY_KINDS = ("surprisal", "predictive_variance", "shannon_entropy")
-BACKENDS = ("local", "tinker")
+# The built-in names, for suggestions; what is accepted is decided by retrain_core.registry.
+ADVANTAGE_MODES = tuple(REGISTRY.names("advantage", installed=False))
+TRANSFORM_MODES = tuple(REGISTRY.names("transform", installed=False))
+UNCERTAINTY_KINDS = tuple(REGISTRY.names("uncertainty", installed=False))
+BACKENDS = tuple(REGISTRY.names("backend", installed=False))
 
 
 @dataclass
@@ -94,6 +97,9 @@ class TrainingConfig:
     weight_decay: float = 0.0
     grad_clip_norm: float = 0.0
     clip_eps: float = 0.0
+    ppo_epochs: int = 1  # optimizer steps per sampled batch; > 1 lets clip_eps act
+    lr_schedule: str = "constant"  # "constant", "linear" (to 0 at max_steps) or "cosine"
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr, then the schedule
     save_every: int = 20
 
 
