@@ -120,6 +120,10 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "max_workers": settings.max_workers,
         "stagger_seconds": settings.stagger_seconds,
         "max_retries": settings.max_retries,
+        # watched by the supervisor (supervisor/watch.py): stalls, rules, webhook
+        "on_stall": settings.on_stall,
+        "rules": settings.rules,
+        "notify": {"webhook": campaign.base.notify.webhook},
         # GPU placement (docs/ARCHITECTURE.md): the pool as written and as found at creation
         "devices": campaign.base.backend.devices,
         "gpu_pool": resolve_pool(campaign.base.backend.devices),

@@ -47,6 +47,7 @@ def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
             "signal": rstate.get("signal"), "error": str(rstate.get("error") or ""),
             "pid": rstate.get("pid"), "launched_at": rstate.get("launched_at"),
             "ended_at": rstate.get("ended_at"), "step_time_s": step_time, "eta_s": eta,
+            "stalled": rstate.get("stalled") if rstate.get("status") == "running" else None,
             "metrics": {k: finite_or_none(last[k]) for k in METRIC_KEYS if k in last}}
 
 
@@ -132,6 +133,8 @@ def print_campaign(c: dict) -> None:
             end = f"exit {r['exit_code']}" if r["signal"] is None else f"signal {r['signal']}"
             if r["error"]:
                 end += f": {r['error'].splitlines()[-1][:100]}"
+        if r.get("stalled"):  # running, but no new metrics for longer than its bound
+            end = f"STALLED {r['stalled']['idle_s']:.0f}s (bound {r['stalled']['bound_s']:.0f}s)"
         print(f"  {r['name']:34s} {r['status']:9s} a{r['attempt']} {step:>9s}  "
               f"{metrics}  {end or ('ETA ' + _fmt_eta(r['eta_s']) if r['eta_s'] is not None else '')}")
 

@@ -47,6 +47,7 @@ from .launcher import ExitInfo, LaunchSpec, LocalLauncher
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
+from .watch import RunWatch
 
 TICK_S = 0.1
 MIN_GRACE_S = 30.0
@@ -82,6 +83,7 @@ class Supervisor:
         self.vanished: dict[str, ExitInfo] = {}
         self.failure_lines: list[str] = []
         self.squeeze = SqueezeHook(self.root, self.manifest, self.state, self.log)
+        self.watch = RunWatch(self)  # stalls, [[campaign.rules]], webhook notifications
         self._last_write = 0.0
         self._exit_requested = False
 
@@ -146,6 +148,8 @@ class Supervisor:
                     self.log("error in the supervisor loop:\n" + traceback.format_exc())
                     time.sleep(1.0)
                 time.sleep(TICK_S)
+            if not self._exit_requested:
+                self.watch.campaign_ended()
             self.write_state()
             self.log("supervisor exiting: " + ("asked to" if self._exit_requested else "campaign over"))
             return 0
@@ -215,6 +219,7 @@ class Supervisor:
         changed |= self.schedule()
         changed |= self.squeeze.maybe_start()
         changed |= self.squeeze.tick()
+        changed |= self.watch.tick()
         if changed or time.monotonic() - self._last_write >= HEARTBEAT_S:
             self.write_state()
 
