@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import secrets
 import shutil
@@ -11,8 +12,10 @@ import tomllib
 from pathlib import Path
 
 from retrain_core.atomic import atomic_write_text
-from retrain_core.config import Campaign, config_to_toml
+from retrain_core.config import Campaign, config_to_toml, launch_problems
+from retrain_core.config.resolve import PLUGIN_KEYS, config_dir_of, local_model_path
 from retrain_core.gpus import pool_problem, resolve_pool
+from retrain_core.registry import REGISTRY, split_dotted
 
 from .files import (
     CAMPAIGN_TOML,
@@ -26,19 +29,15 @@ from .files import (
     now,
 )
 
-AVAILABLE_BACKENDS = ("local",)
-
 
 class LaunchError(Exception):
     """The campaign cannot start (explained to the user, nothing was launched)."""
 
 
 def check_launchable(campaign: Campaign) -> None:
-    bad = sorted({run.config.backend.backend for run in campaign.runs} - set(AVAILABLE_BACKENDS))
-    if bad:
-        raise LaunchError(
-            f"{campaign.source}: [backend].backend = {bad[0]!r} is not available on this machine "
-            f"(available: {', '.join(AVAILABLE_BACKENDS)}); no run was started")
+    problems = launch_problems(campaign)  # the same list `explain` prints
+    if problems:
+        raise LaunchError("\n".join(str(p) for p in problems) + "\nno run was started")
     if not campaign.runs:
         raise LaunchError(f"{campaign.source}: the campaign has no runs")
     gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
@@ -73,6 +72,75 @@ def initial_run_state() -> dict:
             "ended_at": None, "error": "", "retries": 0, "launching": False, "gpus": []}
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plugin_sources(cfg, config_dir: Path) -> list[tuple[Path, str]]:
+    """(file or package folder, name inside a run folder) of each plugin module next to the TOML."""
+    found = []
+    values = [(kind, getattr(getattr(cfg, section), name)) for section, name, kind in PLUGIN_KEYS]
+    values.append(("data_source", cfg.data.source))
+    for kind, value in values:
+        if not value or REGISTRY.canonical(kind, value) is not None:
+            continue
+        file = REGISTRY.locate(value, [config_dir])
+        if file is None:
+            continue  # an installed package or an entry point: not ours to copy
+        top = split_dotted(value)[0].split(".")[0]
+        package = config_dir / top
+        found.append((package, top) if package.is_dir() else (file, file.name))
+    return found
+
+
+def bundle_run_files(campaign: Campaign, root: Path) -> tuple[dict[str, dict], list[dict]]:
+    """Copy what the runs read into the campaign folder; return per-run config edits and
+    the manifest's `files` list (what was copied from where, with its sha256).
+
+    Plugin modules go into each run folder (the trainer looks for plugins next to its
+    config.toml); data files once into `data/`, named in run configs relative to the run
+    folder; a local model folder is too big to copy and is written as an absolute path.
+    So a campaign resumes from any working directory after the originals are gone.
+    """
+    config_dir = config_dir_of(campaign.source)
+    files: dict[str, dict] = {}
+    edits: dict[str, dict] = {}
+    data_names: dict[Path, str] = {}
+    for run in campaign.runs:
+        cfg, run_dir, edit = run.config, root / RUNS / run.name, {}
+        for src, name in _plugin_sources(cfg, config_dir):
+            if src.is_dir():
+                shutil.copytree(src, run_dir / name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copyfile(src, run_dir / name)
+            for copied in ([run_dir / name] if src.is_file() else sorted((run_dir / name).rglob("*"))):
+                if copied.is_file():
+                    rel = copied.relative_to(root).as_posix()
+                    origin = src / copied.relative_to(run_dir / name) if src.is_dir() else src
+                    files[rel] = {"kind": "plugin", "source": str(origin), "copy": rel,
+                                  "sha256": _sha256(copied)}
+        if cfg.data.source.startswith("jsonl:"):
+            src = (config_dir / Path(cfg.data.source[len("jsonl:"):]).expanduser()).resolve()
+            if src not in data_names:
+                name = src.name if src.name not in data_names.values() else f"{len(data_names)}_{src.name}"
+                (root / "data").mkdir(exist_ok=True)
+                shutil.copyfile(src, root / "data" / name)
+                data_names[src] = name
+                files[f"data/{name}"] = {"kind": "data", "source": str(src), "copy": f"data/{name}",
+                                         "sha256": _sha256(root / "data" / name)}
+            edit["data"] = {"source": f"jsonl:../../data/{data_names[src]}"}
+        model = local_model_path(cfg.model.model, config_dir)
+        if model is not None:
+            edit["model"] = {"model": str(model)}
+        edits[run.name] = edit
+    return edits, list(files.values())
+
+
 def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs") -> Path:
     """Lay out `logs/campaign_<stamp>_<id>/` for `campaign` and return its path."""
     check_launchable(campaign)
@@ -88,13 +156,17 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
     throttle_dir = str((root / THROTTLE).resolve()) if max_concurrent > 0 else ""
     runs = []
     for run in campaign.runs:
+        (root / RUNS / run.name).mkdir()
+    edits, files = bundle_run_files(campaign, root)
+    for run in campaign.runs:
         run_dir = root / RUNS / run.name
-        run_dir.mkdir()
         cfg = dataclasses.replace(
             run.config,
             backend=dataclasses.replace(run.config.backend, throttle_dir=throttle_dir),
             logging=dataclasses.replace(run.config.logging, log_dir=str(run_dir.resolve())),
         )
+        for section, values in edits[run.name].items():
+            setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **values))
         atomic_write_text(run_dir / "config.toml", config_to_toml(cfg))
         runs.append({"name": run.name, "condition": run.label, "seed": run.seed,
                      "advantage_mode": run.condition.advantage_mode,
@@ -110,7 +182,8 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": str(source.resolve()),
         "config": CAMPAIGN_TOML,
-        "cwd": os.getcwd(),  # relative paths inside the config resolve against it
+        "cwd": os.getcwd(),  # where it was launched from (paths resolve against the TOML's folder)
+        "files": files,  # plugin modules and data copied in: {"kind", "source", "copy", "sha256"}
         "conditions": [{"label": c.label, "advantage_mode": c.advantage_mode,
                         "transform_mode": c.transform_mode, "overrides": c.overrides}
                        for c in campaign.conditions],

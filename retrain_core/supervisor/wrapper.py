@@ -88,10 +88,13 @@ def main(argv: list[str]) -> int:
     become_subreaper()
     _record(run_dir, attempt)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The launch folder may be gone by a resume; the run reads only its own folder anyway.
+    cwd = os.environ.get("RETRAIN_RUN_CWD") or None
+    cwd = str(run_dir) if cwd and not os.path.isdir(cwd) else cwd
     with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
         try:
             trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       env=env, cwd=os.environ.get("RETRAIN_RUN_CWD") or None)
+                                       env=env, cwd=cwd)
         except OSError as exc:
             err.write(f"retrain wrapper: cannot start {cmd[0]!r}: {exc}\n".encode())
             atomic_write_json(run_dir / EXIT_JSON, {"attempt": attempt, "returncode": 127,
