@@ -56,10 +56,11 @@ def stand_in_env(tmp_path: Path, **watch) -> dict:
     return env
 
 
-def with_extra(config: Path, extra: str) -> Path:
-    """Insert campaign tables (rules, on_stall, notify) before [backend]."""
-    text = config.read_text()
-    config.write_text(text.replace("[backend]", extra.strip() + "\n\n[backend]", 1))
+def with_extra(config: Path, extra: str = "") -> Path:
+    """Insert campaign keys and tables (on_stall, rules, notify) before [backend]; the data
+    source is one that needs no optional package (the stand-in never reads it anyway)."""
+    text = config.read_text().replace("[backend]", extra.strip() + "\n\n[backend]", 1)
+    config.write_text(text + '\n[data]\nsource = "arithmetic"\n')
     return config
 
 
@@ -93,7 +94,7 @@ def test_hung_run_is_flagged_within_the_bound_then_clears(tmp_path: Path, procs,
     gate = tmp_path / "release"
     env = stand_in_env(tmp_path, hang_at="3", gate=str(gate), step_s="0.1")
     env["RETRAIN_STALL_FLOOR_S"] = "3"
-    config = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=6)
+    config = with_extra(write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=40))
     root = launch(tmp_path, config, env)
     run = "grpo+none_s1"
     metrics = root / "runs" / run / "metrics.jsonl"
@@ -113,7 +114,9 @@ def test_hung_run_is_flagged_within_the_bound_then_clears(tmp_path: Path, procs,
     from retrain_core.supervisor.cli_status import campaign_summary
     assert campaign_summary(root)["runs"][0]["stalled"]["bound_s"] == 3.0
 
-    gate.touch()  # the hang ends: the flag clears and the run finishes
+    gate.touch()  # the hang ends: the flag clears while it runs on, then it finishes
+    wait_until(lambda: "stalled" not in state(root)["runs"][run], 60, what="the flag to clear")
+    assert state(root)["runs"][run]["status"] == "running"
     wait_until(lambda: campaign_over(root), 60, what="the campaign to finish")
     final = state(root)["runs"][run]
     assert final["status"] == "succeeded" and "stalled" not in final

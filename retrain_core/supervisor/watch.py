@@ -36,12 +36,12 @@ class RunWatch:
         self.seen = {name: r.get("status") for name, r in sup.state["runs"].items()}
         self._next = 0.0
 
-    def history(self, name: str, event: str, **details) -> None:
+    def history(self, run: str, event: str, **details) -> None:
         try:
-            with open(self.sup.root / RUNS / name / "events.jsonl", "a", encoding="utf-8") as f:
+            with open(self.sup.root / RUNS / run / "events.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps({"time": time.time(), "event": event, **details}) + "\n")
         except OSError as exc:
-            self.sup.log(f"{name}: could not write its history: {exc}")
+            self.sup.log(f"{run}: could not write its history: {exc}")
 
     def tick(self) -> bool:
         """Returns whether state changed (the daemon then writes state.json)."""
@@ -72,6 +72,7 @@ class RunWatch:
                 continue
             self.seen[name] = status
             if status != "running" and r.pop("stalled", None) is not None:
+                self.history(name, "stall_cleared", reason=f"the run ended ({status})")
                 changed = True
             if status in END_EVENTS:
                 error = (r.get("error") or "").strip().splitlines()
@@ -113,13 +114,13 @@ class RunWatch:
         entry = record_firing(rule, r, row, now)
         what = f"{rule.label}: {rule.when} (step {row.get('step')})"
         self.sup.log(f"{name}: {what} -> {rule.action}")
-        self.history(name, "rule_fired", **entry)
-        self.notifier.send("rule_fired", name, what, action=rule.action, rule=entry)
         if rule.action == "kill":
             r["error"] = f"killed by {what}"
             self.sup.start_kill(name, "killed")
         elif rule.action == "pause":
             self.sup.state["supervisor"].update(paused=True, pause_reason=f"{what} on {name}")
+        self.history(name, "rule_fired", **entry)
+        self.notifier.send("rule_fired", name, what, action=rule.action, rule=entry)
 
     def campaign_ended(self) -> None:
         """The campaign is over (not merely this supervisor leaving): say so, and give the
