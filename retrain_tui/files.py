@@ -23,7 +23,9 @@ def config_diff(campaign_dir: Path, run_dir: Path) -> list[tuple[str, str, str]]
     from retrain_core.config import config_to_toml, load_campaign
 
     run = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    campaign = load_campaign(campaign_dir / "campaign.toml")
+    # The folder's copy of the TOML: its plugins and data were copied into the runs, so
+    # only the document is checked (resolve=False), not the files it names.
+    campaign = load_campaign(campaign_dir / "campaign.toml", resolve=False)
     base = tomllib.loads(config_to_toml(campaign.base))
     run_flat, base_flat = flatten(run), flatten(base)
     rows = []

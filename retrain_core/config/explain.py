@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from .campaign import Campaign, launch_problems
+from .campaign import Campaign, launch_notes, launch_problems
 from .errors import ConfigError
 
 JSON_SCHEMA_VERSION = 1
@@ -137,6 +137,8 @@ def render_text(campaign: Campaign, est) -> str:
                      f"worker{'s' * (workers != 1)}{stagger}")
     for problem in launch_problems(campaign):
         lines += ["", f"Note: {problem}"]
+    for note in launch_notes(campaign):
+        lines += ["", f"Note: {note}"]
     return "\n".join(lines)
 
 

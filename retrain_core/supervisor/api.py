@@ -36,12 +36,25 @@ def launch(config_path: str | os.PathLike, logs_dir: str | os.PathLike = "logs",
     return root
 
 
-def resume(campaign_dir: str | os.PathLike, grace_seconds: float | None = None) -> None:
-    """Start a new supervisor that adopts the runs still alive and continues the rest."""
+def resume(campaign_dir: str | os.PathLike, grace_seconds: float | None = None,
+           retry_failed: bool = False) -> list[str]:
+    """Start a new supervisor that adopts the runs still alive and continues the rest.
+
+    Killed runs (and failed ones with `retry_failed`) are queued again and continue from
+    their checkpoints; a missing or corrupt state.json is rebuilt first. Returns what was
+    repaired or requeued (sentences for the user). Raises `validate.CampaignFileError`
+    when manifest.json is unusable.
+    """
+    from .rebuild import prepare_resume
+
     root = Path(campaign_dir)
     if not (root / MANIFEST).exists():
         raise FileNotFoundError(f"{root} is not a campaign directory (no {MANIFEST})")
+    notes = []
+    if not supervisor_alive(root):
+        notes = prepare_resume(root, ("killed", "failed") if retry_failed else ("killed",))
     start_supervisor(root, grace_seconds)
+    return notes
 
 
 def start_supervisor(root: Path, grace_seconds: float | None = None) -> None:
@@ -62,24 +75,32 @@ def wait_started(campaign_dir: str | os.PathLike, timeout: float = 10.0) -> bool
     """Block until the supervisor of `campaign_dir` runs (CLI convenience)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = read_state(campaign_dir)
-        if supervisor_alive(campaign_dir) and state.get("supervisor", {}).get("heartbeat"):
+        # The heartbeat must be the new supervisor's (its pid in state.json, written once it
+        # has adopted the runs): an old heartbeat left by a dead one proves nothing.
+        sup = read_state(campaign_dir).get("supervisor") or {}
+        rec = read_json(Path(campaign_dir) / SUPERVISOR_PID)
+        if (isinstance(rec, dict) and sup.get("pid") == rec.get("pid") and sup.get("heartbeat")
+                and supervisor_alive(campaign_dir)):
             return True
         time.sleep(0.05)
     return supervisor_alive(campaign_dir)
 
 
-def send(campaign_dir: str | os.PathLike, command: str, run: str | None = None) -> None:
-    """Queue kill|restart|pause|unpause|stop for the campaign's supervisor."""
-    control.send(campaign_dir, command, run)
+def send(campaign_dir: str | os.PathLike, command: str, run: str | None = None) -> Path:
+    """Queue kill|restart|pause|unpause|stop for the campaign's supervisor; the command file.
+
+    Raises OSError when the command cannot be written (a full disk)."""
+    return control.send(campaign_dir, command, run)
 
 
 def read_state(campaign_dir: str | os.PathLike) -> dict:
-    return read_json(Path(campaign_dir) / STATE, {}) or {}
+    data = read_json(Path(campaign_dir) / STATE, {})
+    return data if isinstance(data, dict) else {}  # validate.read_campaign says what is wrong
 
 
 def read_manifest(campaign_dir: str | os.PathLike) -> dict:
-    return read_json(Path(campaign_dir) / MANIFEST, {}) or {}
+    data = read_json(Path(campaign_dir) / MANIFEST, {})
+    return data if isinstance(data, dict) else {}
 
 
 def supervisor_alive(campaign_dir: str | os.PathLike) -> bool:

@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", help="campaign TOML")
     parser.add_argument("--resume", metavar="DIR",
                         help="start a new supervisor for an existing campaign directory")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="with --resume: run failed runs again too (killed runs always continue)")
     parser.add_argument("--logs-dir", default="logs", help="where campaign directories go")
     parser.add_argument("--foreground", action="store_true",
                         help="run the supervisor in this terminal and print progress")
@@ -49,6 +51,11 @@ def main(args) -> int:
         if api.supervisor_alive(root):
             print(f"retrain campaign: a supervisor is already running for {root}", file=sys.stderr)
             return 3
+        from .rebuild import resume_or_explain
+
+        code = resume_or_explain(root, args.retry_failed)
+        if code is not None:
+            return code
     else:
         from retrain_core.config import load_campaign
 
