@@ -174,5 +174,5 @@ def environment_problems(cfg: Config, config_dir: Path) -> tuple[list[tuple[str,
         # the dataset before the runs start may still launch it.
         message = data_problem(cfg.data.source, config_dir, [])
         if message:
-            notes.append(f"[data].source: {message}")
+            notes.append(message if message.startswith("[data]") else f"[data].source: {message}")
     return problems, notes
