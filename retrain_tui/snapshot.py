@@ -28,6 +28,7 @@ class RunRow:
     eta_s: float
     error: str = ""
     exit_code: object = None
+    stalled: dict | None = None  # the supervisor's flag: {since, idle_s, bound_s}
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,8 @@ class CampaignWatcher:
                 name=name, condition=track.condition, seed=track.seed, status=status,
                 step=step, max_steps=max_steps, attempt=int(rs.get("attempt") or 0),
                 metrics={m: _finite(last.get(m)) for m in TABLE_METRICS} if last else {},
-                eta_s=eta, error=str(rs.get("error") or ""), exit_code=rs.get("exit_code")))
+                eta_s=eta, error=str(rs.get("error") or ""), exit_code=rs.get("exit_code"),
+                stalled=rs.get("stalled") if status == "running" else None))
         self._version += 1
         supervisor = dict(state.get("supervisor") or {})
         return Snapshot(

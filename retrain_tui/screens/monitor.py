@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from retrain_tui.dialogs.confirm import ConfirmDialog
+from retrain_tui.alerts import Alerts
 from retrain_tui.errors import guarded
 from retrain_tui.snapshot import PLOT_METRICS, Snapshot
 from retrain_tui.watcher import CampaignWatcher
@@ -69,6 +70,7 @@ class MonitorScreen(Screen):
         self.update_latencies: list[float] = []  # seconds, snapshot made → frame refreshed
         self._seen_errors: set[str] = set()
         self._resume_offered = False
+        self.alerts = Alerts()  # toasts + bell: stalls, finished runs, the campaign's end
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◉")
@@ -118,6 +120,11 @@ class MonitorScreen(Screen):
             detail = f": {row.error}" if row and row.error else ""
             self.app.notify(f"run {name} failed{detail}", severity="error", title="Run failed",
                             timeout=15)
+        alerts = self.alerts.update(snap)
+        for alert in alerts:
+            self.app.notify(alert.message, title=alert.title, severity=alert.severity, timeout=15)
+        if alerts or snap.new_failures:
+            self.app.bell()
         for error in snap.errors:
             if error not in self._seen_errors:
                 self._seen_errors.add(error)

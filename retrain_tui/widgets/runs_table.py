@@ -35,12 +35,20 @@ def progress_cell(step: int, max_steps: int, width: int = 6) -> Text:
     return bar + Text(f" {step}/{max_steps or '?'}")
 
 
+def status_cell(row) -> Text:
+    """A running run that the supervisor flags as stalled (no new metrics for too long)
+    shows `stalled`, in yellow."""
+    if getattr(row, "stalled", None):
+        return Text("stalled", style="bold yellow")
+    return Text(row.status, style=STATUS_STYLES.get(row.status, ""))
+
+
 def row_cells(row) -> tuple:
     """One cell per entry of COLUMNS."""
     m = row.metrics
     return (
         row.name, row.condition, str(row.seed),
-        Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+        status_cell(row),
         progress_cell(row.step, row.max_steps),
         format_number(m.get("mean_reward")), format_number(m.get("correct_rate")),
         format_number(m.get("loss")), format_number(m.get("sepa_lambda"), 2),
