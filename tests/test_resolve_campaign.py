@@ -54,9 +54,10 @@ BROKEN = [
      "algorithm.transform_mode", "no function 'nothere'"),
     ("plugin-not-callable", '[algorithm]\nuncertainty_kind = "plugs.NOT_CALLABLE"\n',
      "algorithm.uncertainty_kind", "not callable"),
-    ("plugin-in-condition", '[campaign]\nseeds = [1]\nconditions = [\n'
-     '  { advantage_mode = "grpo", transform_mode = "none" },\n'
-     '  { advantage_mode = "grpo", transform_mode = "none", reward_type = "boom.f" },\n]\n',
+    ("plugin-in-condition", ('[campaign]\nseeds = [1]\nconditions = [\n'
+                             '  { advantage_mode = "grpo", transform_mode = "none" },\n'
+                             '  { advantage_mode = "grpo", transform_mode = "none", '
+                             'reward_type = "boom.f" },\n]\n'),
      "campaign.conditions[1].reward_type", "boom at import"),
     ("missing-jsonl", '[data]\nsource = "jsonl:data/train.jsonl"\n', "data.source",
      "jsonl file not found"),
@@ -91,7 +92,7 @@ def folder(tmp_path: Path) -> Path:
 
 def retrain(args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "retrain_core.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=240, env=env)
+                          capture_output=True, text=True, timeout=240, env=env, check=False)
 
 
 @pytest.mark.parametrize(("document", "key", "words"), [case[1:] for case in BROKEN],
