@@ -1,0 +1,64 @@
+"""TUI alerts: a real monitor (Pilot) on a fabricated campaign whose state.json changes the
+way the supervisor changes it; each change of note is a toast and rings the bell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from retrain_tui.app import RetrainApp
+from retrain_tui.fabricate import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
+from retrain_tui.widgets.runs_table import RunsTable
+
+A, B = "grpo+none_s42", "maxrl+gtpo_sepa_s42"
+
+
+def set_runs(directory: Path, **changes: dict) -> None:
+    state = json.loads((directory / "state.json").read_text())
+    for run, fields in changes.items():
+        state["runs"][run.replace("__", "+")].update(fields)
+    write_json(directory / "state.json", state)
+
+
+def toasts(app) -> list[tuple[str, str]]:
+    return [(n.title, n.message) for n in app._notifications]
+
+
+async def test_stall_finish_failure_and_campaign_end_alert(tmp_path: Path, monkeypatch) -> None:
+    directory = make_campaign(tmp_path / "logs", seeds=(42,), steps={A: 5, B: 3},
+                              statuses={A: "running", B: "running"})
+    mark_supervisor_alive(directory)
+    monkeypatch.chdir(tmp_path)
+    app = RetrainApp(directory, logs_dir=Path("logs"), clock=lambda: FIXED_TIME + 60,
+                     start_watchers=False, strict=True)
+    bells: list[int] = []
+    monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen.refresh_now()
+        await pilot.pause()
+        assert toasts(app) == [] and bells == []  # the first look is the baseline
+
+        set_runs(directory, **{A.replace("+", "__"): {"stalled": {"since": FIXED_TIME, "idle_s": 412.0,
+                                                                  "bound_s": 300.0}}})
+        screen.refresh_now()
+        await pilot.pause()
+        assert ("Run stalled", f"{A}: no new metrics for 412 s (bound 300 s)") in toasts(app)
+        assert len(bells) == 1
+        table = screen.query_one(RunsTable)
+        cells = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert sum("stalled" in row for row in cells) == 1 and sum("running" in row for row in cells) == 1
+
+        screen.refresh_now()  # nothing new: no second toast, no second bell
+        await pilot.pause()
+        assert len(bells) == 1
+
+        set_runs(directory, **{A.replace("+", "__"): {"status": "succeeded", "stalled": None},
+                               B.replace("+", "__"): {"status": "failed", "error": "exit code 3"}})
+        screen.refresh_now()
+        await pilot.pause()
+        titles = [t for t, _ in toasts(app)]
+        assert {"Run finished", "Run failed", "Campaign ended"} <= set(titles)
+        assert ("Campaign ended", f"{directory.name}: 1 failed, 1 succeeded") in toasts(app)
+        assert len(bells) == 2
