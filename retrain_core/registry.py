@@ -56,6 +56,7 @@ class Builtin:
     name: str
     target: str  # "module:attr", imported on first resolve
     unavailable: str = ""  # why it cannot run in this installation ("" = it can)
+    check: str = ""  # "module:fn"; fn(config) -> why it cannot run with this config, or None
 
 
 def normalise(name: str) -> str:
@@ -96,8 +97,8 @@ class Registry:
 
     # -- registration ------------------------------------------------------------------
     def register(self, kind: str, name: str, target: str, *, aliases: Iterable[str] = (),
-                 unavailable: str = "") -> None:
-        self._builtins[kind][name] = Builtin(kind, name, target, unavailable)
+                 unavailable: str = "", check: str = "") -> None:
+        self._builtins[kind][name] = Builtin(kind, name, target, unavailable, check)
         self._aliases[kind][normalise(name)] = name
         for alias in aliases:
             self._aliases[kind][normalise(alias)] = name
@@ -109,6 +110,16 @@ class Registry:
     def builtin(self, kind: str, name: str) -> Builtin | None:
         canonical = self.canonical(kind, name)
         return self._builtins[kind].get(canonical) if canonical else None
+
+    def unavailable_reason(self, kind: str, name: str, config=None) -> str:
+        """Why built-in `name` cannot run here (with `config`, when it has a check); "" = it can."""
+        entry = self.builtin(kind, name)
+        if entry is None:
+            return ""
+        if entry.unavailable or not entry.check or config is None:
+            return entry.unavailable
+        module, _, attr = entry.check.partition(":")
+        return getattr(importlib.import_module(module), attr)(config) or ""
 
     def canonical(self, kind: str, name: str) -> str | None:
         """The built-in `name` means (alias resolved), or None when it is not a built-in."""
@@ -264,9 +275,11 @@ REGISTRY.register("data_source", "arithmetic", "retrain_core.train.data:arithmet
 REGISTRY.register("data_source", "jsonl", "retrain_core.train.data:jsonl_source")
 REGISTRY.register("data_source", "math", "retrain_core.train.data:math_source")
 REGISTRY.register("backend", "local", "retrain_core.train.backend:LocalBackend")
-REGISTRY.register("backend", "tinker", "retrain_core.train.backend:LocalBackend",
-                  unavailable="the tinker backend is not available in this installation "
-                              "(available: local)")
-REGISTRY.register("inference_engine", "local", "retrain_core.train.backend:LocalBackend")
+REGISTRY.register("backend", "tinker", "retrain_core.train.tinker_backend:TinkerBackend",
+                  check="retrain_core.train.tinker_backend:tinker_unavailable_reason")
+REGISTRY.register("inference_engine", "hf", "retrain_core.train.backend:LocalBackend", aliases=("local",))
+REGISTRY.register("inference_engine", "vllm", "retrain_core.train.vllm_sampling:VllmBackend")
 REGISTRY.register("launcher", "local", "retrain_core.supervisor.launcher:LocalLauncher")
+REGISTRY.register("launcher", "ray", "retrain_core.supervisor.ray_launcher:RayLauncher",
+                  check="retrain_core.supervisor.ray_launcher:ray_unavailable_reason")
 REGISTRY.register("builtin_model", "tiny-arith", "retrain_core.models.tiny:tiny_model_path")

@@ -200,11 +200,13 @@ def test_load_config_of_a_campaign_file_is_its_base() -> None:
     assert cfg.training.batch_size == 4 and cfg.training.seed == -1
 
 
-def test_launch_problems_name_unavailable_backends(tmp_path: Path) -> None:
+def test_launch_problems_name_unavailable_backends(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
     seed_example = load_campaign(REPO / "configs" / "seed_example.toml")
     problems = launch_problems(seed_example)
     assert ("backend.backend", 20) in [(p.key, p.line) for p in problems]
-    assert '"tinker" is not available' in problems[0].message
+    assert 'backend "tinker" cannot run here' in problems[0].message
+    assert "TINKER_API_KEY" in problems[0].message or "SDK" in problems[0].message
     assert launch_problems(load_campaign(REPO / "configs" / "demo.toml")) == []
 
 

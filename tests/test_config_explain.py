@@ -16,7 +16,7 @@ COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "retrain_
 
 def explain(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([*COMMAND, "explain", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=240, check=False)
 
 
 def test_ablation_text_with_h100_preset(tmp_path: Path) -> None:
@@ -97,7 +97,8 @@ def test_seed_example_explains() -> None:
     assert result.returncode == 0, result.stderr
     assert "2 conditions × 4 seeds = 8 runs, 400 steps" in result.stdout
     assert "backend tinker" in result.stdout
-    assert ('Note: configs/seed_example.toml:20: backend.backend: backend "tinker" is not available'
+    # No API key in the test environment: explain says why it cannot launch here.
+    assert ('Note: configs/seed_example.toml:20: backend.backend: backend "tinker" cannot run here'
             in result.stdout)
 
 

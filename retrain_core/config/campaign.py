@@ -270,19 +270,29 @@ def launch_problems(campaign: Campaign) -> list[Problem]:
     except (OSError, UnicodeDecodeError):
         located = {}  # an in-memory document
     line = line_of(located, "backend.backend")
-    for backend in sorted({r.config.backend.backend for r in campaign.runs}):
-        entry = REGISTRY.builtin("backend", backend)
-        if entry is not None and entry.unavailable:
-            launchable = [n for n in REGISTRY.names("backend") if not REGISTRY.builtin("backend", n).unavailable]
+    seen_backends: set[str] = set()
+    for run in campaign.runs:
+        backend = run.config.backend.backend
+        if backend in seen_backends:
+            continue
+        seen_backends.add(backend)
+        reason = REGISTRY.unavailable_reason("backend", backend, run.config)
+        if reason:
             problems.append(Problem(str(campaign.source), line, "backend.backend",
-                                    f'backend "{backend}" is not available in this installation '
-                                    f"(available: {', '.join(launchable)}); the config is "
-                                    "valid but cannot be launched here"))
+                                    f'backend "{backend}" cannot run here: {reason}; the config '
+                                    "is valid but cannot be launched until that is fixed"))
     problems += [Problem(str(campaign.source), line_of(located, key), key, message)
                  for key, message in _environment(campaign)[0]]
+    launcher = campaign.settings.launcher
+    reason = REGISTRY.unavailable_reason("launcher", launcher, campaign.base)
+    if reason:
+        problems.append(Problem(str(campaign.source), line_of(located, "campaign.launcher"),
+                                "campaign.launcher", f'launcher "{launcher}" cannot run here: {reason}'))
     from retrain_core.gpus import pool_problem  # a leaf module, like this one
 
-    gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
+    # With Ray the GPUs are the cluster's (Ray places runs), not this machine's.
+    gpu_problem = "" if launcher == "ray" else pool_problem(
+        campaign.base.backend.devices, campaign.settings.gpus_per_run)
     if gpu_problem:
         key = "campaign.gpus_per_run" if "gpus_per_run" in gpu_problem else "backend.devices"
         try:

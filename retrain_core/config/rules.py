@@ -86,6 +86,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "backend.devices": ('"auto", "cpu", "mps", "cuda", "cuda:N" or a GPU list "cuda:0,1,…"',
                         lambda v: bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+(\s*,\s*\d+)*)?", v))),
     "backend.max_concurrent": POSITIVE_INT,
+    "backend.request_timeout_s": POSITIVE,
+    "backend.api_key_env": NON_EMPTY,
     "model.model": NON_EMPTY,
     "model.lora_rank": POSITIVE_INT,
     "model.lora_alpha": NON_NEGATIVE,
@@ -96,7 +98,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
                       lambda v: v == -1 or 0 <= v <= SEED_MAX),
     "training.max_steps": POSITIVE_INT,
     "training.batch_size": POSITIVE_INT,
-    "training.group_size": POSITIVE_INT,
+    # A group of one has no baseline: every group would be skipped and nothing learnt.
+    "training.group_size": ("an integer >= 2 (a group of one is always skipped)", lambda v: v >= 2),
     "training.max_tokens": POSITIVE_INT,
     "training.temperature": POSITIVE,
     "training.top_p": ("a number in (0, 1]", lambda v: 0 < v <= 1),
@@ -107,6 +110,10 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "training.save_every": NON_NEGATIVE_INT,
     "training.ppo_epochs": POSITIVE_INT,
     "training.warmup_steps": NON_NEGATIVE_INT,
+    "algorithm.tis_cap": ("0 (off) or a number >= 1", lambda v: v == 0 or v >= 1),
+    "inference.vllm_command": NON_EMPTY,
+    "inference.gpu_memory_utilization": ("0 (automatic) or a share in (0, 1]", lambda v: 0 <= v <= 1),
+    "inference.vllm_start_timeout_s": POSITIVE,
     "data.max_examples": NON_NEGATIVE_INT,
     "gtpo.beta": NON_NEGATIVE,
     # α > 1 would flip the sign of negative advantages on planning tokens.
@@ -229,6 +236,7 @@ def _prompt_template(value: str) -> tuple[str, str | None]:
 
 CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
     "backend.backend": lambda v: _choice(v, tuple(REGISTRY.names("backend"))),
+    "inference.engine": _registered("inference_engine"),
     "model.model": _model,
     "model.dtype": lambda v: _choice(v, DTYPES),
     "algorithm.advantage_mode": _registered("advantage"),
@@ -239,6 +247,7 @@ CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
     "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
     "training.lr_schedule": lambda v: _choice(v, ("constant", "linear", "cosine")),
     "campaign.on_stall": lambda v: _choice(v, ("flag", "restart")),
+    "campaign.launcher": lambda v: _choice(v, tuple(REGISTRY.names("launcher", installed=False))),
     "notify.webhook": lambda v: (v, webhook_problem(v)),
     "data.source": _data_source,
     "data.prompt_template": _prompt_template,

@@ -53,6 +53,8 @@ class CampaignSection:
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
     on_stall: str = "flag"  # a running run without new metrics for max(5 min, 5 × median step): "flag" | "restart"
     rules: list[dict] = field(default_factory=list)  # [[campaign.rules]] when = "…", action = "kill" | "pause" | "notify"
+    launcher: str = "local"  # "local": subprocesses here; "ray": one Ray actor per run, anywhere in the cluster
+    ray_address: str = ""  # launcher = "ray": the cluster ("" = RAY_ADDRESS, else "auto")
 
 
 @dataclass
@@ -61,6 +63,12 @@ class BackendConfig:
     devices: str = "auto"  # the GPU pool: "auto" (NVML), "cpu", "cuda:0,1,…" (trusted as given)
     max_concurrent: int = 4
     throttle_dir: str = ""  # "" = no throttle
+    # backend = "tinker": the service (else TINKER_BASE_URL / the SDK's default), the env var
+    # holding the API key (never the key itself: configs are copied into campaign folders),
+    # and the per-call timeout.
+    base_url: str = ""
+    api_key_env: str = "TINKER_API_KEY"
+    request_timeout_s: float = 600.0
 
 
 @dataclass
@@ -82,6 +90,18 @@ class AlgorithmConfig:
     algorithm_mode: str = ""
     advantage_params: dict = field(default_factory=dict)
     transform_params: dict = field(default_factory=dict)
+    # Truncated importance sampling: each token's advantage is weighted by
+    # min(p_train / p_sampler, tis_cap), which corrects for a sampler whose numerics differ
+    # from the training pass (vLLM); 0 turns it off.
+    tis_cap: float = 2.0
+
+
+@dataclass
+class InferenceConfig:
+    engine: str = "hf"  # "hf": transformers generate in the trainer; "vllm": a vllm serve per run
+    vllm_command: str = ".venv-vllm/bin/vllm"  # relative: to the working folder, else the checkout
+    gpu_memory_utilization: float = 0.0  # 0 = 0.35 of a GPU; on CPU ~4 GiB of host memory
+    vllm_start_timeout_s: float = 600.0  # engine start-up (≈70 s on a loaded 2-core CPU box)
 
 
 @dataclass
@@ -177,6 +197,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     gtpo: GtpoConfig = field(default_factory=GtpoConfig)

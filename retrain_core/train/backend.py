@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from retrain_core.train.logprobs import policy_loss, token_logprobs
+from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
 
 
 @dataclass
@@ -36,9 +36,27 @@ class TrainBackend(Protocol):
     tokenizer: object
 
     def sample(self, prompts: list[str], group_size: int) -> Rollouts: ...
-    def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor) -> dict: ...
+    def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor,
+                   active_rows: torch.Tensor | None = None, lr: float | None = None) -> dict: ...
     def save(self, directory: str | Path) -> None: ...
     def load(self, directory: str | Path) -> None: ...
+
+
+def _cache_kwarg() -> str:
+    """The name of the KV-cache argument: `cache` (transformers ≥ 5.2x), else the older
+    `past_key_values`, which newer versions still accept but deprecate with a warning in
+    every run's stderr.log (and drop in 6.0)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+CACHE_KWARG = _cache_kwarg()
+
+
+def _cache_of(output) -> object:
+    """The KV cache of a model output, read under its current name (no deprecation warning)."""
+    return output["cache"] if "cache" in output.keys() else output["past_key_values"]
 
 
 def pick_device(devices: str) -> torch.device:
@@ -135,31 +153,75 @@ class LocalBackend:
         self.merge_for_sampling = self.device.type == "cpu"
         self.share_prompt_pass = True
 
+    def _merge_plan(self) -> list[tuple[torch.nn.Module, torch.Tensor]] | None:
+        """(base layer, LoRA delta) for every LoRA layer, or None when one cannot be folded.
+
+        peft's own `get_delta_weight` gives each layer type's delta in its base weight's
+        layout (a GPT-2 `Conv1D` stores its weight transposed: fan_in_fan_out). A layer
+        without one, with DoRA, whose delta does not fit its base weight, or whose weight is
+        tied to another module's (a LoRA on a tied lm_head would change the embeddings too)
+        is not folded: then nothing is, and sampling runs the adapters unmerged."""
+        from peft.tuners.lora import LoraLayer
+
+        owners: dict[int, int] = {}
+        for module in self.model.modules():
+            for param in module.parameters(recurse=False):
+                owners[id(param)] = owners.get(id(param), 0) + 1
+        plan = []
+        for module in self.model.modules():
+            if not isinstance(module, LoraLayer) or "default" not in module.active_adapters:
+                continue
+            base = getattr(module, "base_layer", None)
+            weight = getattr(base, "weight", None)
+            if (weight is None or getattr(module, "use_dora", {}).get("default", False)
+                    or not hasattr(module, "get_delta_weight") or owners.get(id(weight), 0) > 1):
+                return None
+            delta = module.get_delta_weight("default")
+            if delta.shape != weight.shape:
+                return None
+            plan.append((base, delta.to(weight.dtype)))
+        return plan
+
     @contextmanager
     def _lora_merged(self):
         """LoRA folded into the base weights for sampling; the original tensors are put back
         afterwards (swapped, not subtracted), so base weights never drift."""
-        if not self.merge_for_sampling:
+        plan = self._merge_plan() if self.merge_for_sampling else None
+        if plan is None:
             yield
             return
-        from peft.tuners.lora import LoraLayer
-
         swaps = []
         try:
-            for module in self.model.modules():
-                base = getattr(module, "base_layer", None)
-                if not (isinstance(module, LoraLayer) and isinstance(base, torch.nn.Linear)
-                        and "default" in module.lora_A):
-                    continue
-                a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            for base, delta in plan:
                 original = base.weight.data
-                base.weight.data = original + (b @ a * module.scaling["default"]).to(original.dtype)
+                base.weight.data = original + delta
                 swaps.append((base, original))
             with self.model.disable_adapter():
                 yield
         finally:
             for base, original in swaps:
                 base.weight.data = original
+
+    @contextmanager
+    def _sampling_generation_config(self):
+        """`generate` sees a bare GenerationConfig while we sample.
+
+        A checkpoint's own generation_config.json (repetition_penalty, min_p,
+        no_repeat_ngram_size, suppress_tokens, …) would add logits processors before our
+        recorder, so the recorded log-probs would not be the policy's (0.08 nats apart with
+        repetition_penalty 1.3). RL sampling uses exactly temperature / top_p from
+        [training] (top_k off) and nothing else."""
+        from transformers import GenerationConfig
+
+        causal_lm = self.model.get_base_model()
+        own = causal_lm.generation_config
+        causal_lm.generation_config = GenerationConfig(
+            eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=getattr(own, "bos_token_id", None))
+        try:
+            yield
+        finally:
+            causal_lm.generation_config = own
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -187,9 +249,9 @@ class LocalBackend:
         gen_kwargs = {"do_sample": False} if greedy else {
             "do_sample": True, "temperature": temperature, "top_p": t.top_p, "top_k": 0}
         self.model.eval()
-        with self._autocast(), self._lora_merged():
+        with self._autocast(), self._lora_merged(), self._sampling_generation_config():
             if group_size > 1 and self.share_prompt_pass and prompt_ids.shape[1] > 1:
-                gen_kwargs["past_key_values"] = self._shared_prefill(prompt_ids, prompt_mask, group_size)
+                gen_kwargs[CACHE_KWARG] = self._shared_prefill(prompt_ids, prompt_mask, group_size)
             seqs = self.model.generate(
                 input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
                 eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
@@ -219,7 +281,7 @@ class LocalBackend:
         position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
                          logits_to_keep=1)
-        cache = out.past_key_values
+        cache = _cache_of(out)
         cache.batch_repeat_interleave(group_size)
         return cache
 
@@ -243,12 +305,12 @@ class LocalBackend:
                 first = torch.cumsum(counts, 0) - counts
                 prompt_out = inner(input_ids=p_ids[first], attention_mask=p_mask[first],
                                    position_ids=position_ids[first, :p], use_cache=True)
-                cache = prompt_out.past_key_values
+                cache = _cache_of(prompt_out)
                 repeats = int(counts[0])
                 cache.batch_repeat_interleave(repeats)
                 last_prompt = prompt_out.last_hidden_state[:, -1:].repeat_interleave(repeats, dim=0)
                 comp = inner(input_ids=c_ids, attention_mask=attn, position_ids=position_ids[:, p:],
-                             past_key_values=cache, use_cache=True).last_hidden_state
+                             use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
                 hidden = torch.cat([last_prompt, comp[:, :-1]], dim=1)
             else:
                 ids = torch.cat([p_ids, c_ids], dim=1)
@@ -259,32 +321,50 @@ class LocalBackend:
                               temperature=self.cfg.training.temperature, want_entropy=want_entropy)
 
     def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor,
-                   active_rows: torch.Tensor | None = None) -> dict:
-        """One AdamW step on the surrogate; `active_rows` defaults to rows with any advantage."""
+                   active_rows: torch.Tensor | None = None, lr: float | None = None) -> dict:
+        """`ppo_epochs` AdamW steps on the surrogate over the same rollouts (see `policy_loss`).
+
+        `active_rows` defaults to rows with any advantage; `lr` (the schedule's value for
+        this step) overrides the optimizer's. The ratio of the first epoch is exactly 1; the
+        ratio statistics cover the later epochs (1, 1, 0 with a single epoch)."""
         t = self.cfg.training
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         adv = token_advantages.to(self.device)
         if active_rows is None:
             active_rows = (adv != 0).any(dim=1)
         active = rollouts.mask & active_rows.to(self.device).unsqueeze(1)
         num_active = int(active.sum())
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         row_ids = torch.nonzero(active_rows.to(self.device)).squeeze(1)
         step = self.micro_batch_rows or max(len(row_ids), 1)
-        loss_total = 0.0
-        for start in range(0, len(row_ids), step):
-            rows = row_ids[start : start + step]
-            lp, _ = self.forward_logprobs(rollouts, rows)
-            loss = policy_loss(lp, rollouts.logprobs[rows], adv[rows], active[rows], num_active, t.clip_eps)
-            loss.backward()
-            loss_total += float(loss.detach())
-        max_norm = t.grad_clip_norm if t.grad_clip_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)) if num_active else 0.0
-        if num_active:
+        chunks = [row_ids[start : start + step] for start in range(0, len(row_ids), step)]
+        old: list[torch.Tensor] = []  # first-epoch log-probs per chunk: what later ratios are against
+        loss_total, grad_norm = 0.0, 0.0
+        ratio_sum, ratio_max, outside, counted = 0.0, 1.0, 0, 0
+        for epoch in range(max(int(getattr(t, "ppo_epochs", 1)), 1) if num_active else 0):
+            self.optimizer.zero_grad(set_to_none=True)
+            for index, rows in enumerate(chunks):
+                lp, _ = self.forward_logprobs(rollouts, rows)
+                if epoch == 0:
+                    old.append(lp.detach())
+                else:
+                    r_sum, r_max, r_out, r_n = ratio_stats(lp, old[index], active[rows], t.clip_eps)
+                    ratio_sum, outside, counted = ratio_sum + r_sum, outside + r_out, counted + r_n
+                    ratio_max = max(ratio_max, r_max) if r_n else ratio_max
+                loss = policy_loss(lp, old[index], adv[rows], active[rows], num_active, t.clip_eps)
+                loss.backward()
+                loss_total += float(loss.detach()) if epoch == 0 else 0.0  # the on-policy loss
+            max_norm = t.grad_clip_norm if t.grad_clip_norm > 0 else float("inf")
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            grad_norm = norm if epoch == 0 else grad_norm  # the on-policy gradient's norm
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_total, "grad_norm": grad_norm, "num_active_tokens": num_active,
-                "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "ppo_ratio_mean": ratio_sum / counted if counted else 1.0, "ppo_ratio_max": ratio_max,
+                "ppo_clip_fraction": outside / counted if counted else 0.0}
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -305,13 +385,20 @@ class LocalBackend:
 
 
 def make_backend(cfg, want_entropy: bool = False) -> TrainBackend:
+    """The `[backend].backend` named in the config, through the one plugin registry."""
+    from retrain_core.registry import REGISTRY
+
     if cfg.backend.backend == "local":
         return LocalBackend(cfg, want_entropy=want_entropy)
-    raise BackendUnavailable(cfg.backend.backend)
+    reason = REGISTRY.unavailable_reason("backend", cfg.backend.backend, cfg)
+    if reason or REGISTRY.builtin("backend", cfg.backend.backend) is None:
+        raise BackendUnavailable(cfg.backend.backend, reason)
+    return REGISTRY.resolve("backend", cfg.backend.backend)(cfg, want_entropy=want_entropy)
 
 
 class BackendUnavailable(RuntimeError):
-    def __init__(self, name: str):
+    def __init__(self, name: str, reason: str = ""):
         super().__init__(
-            f"[backend].backend = {name!r} is not available in this installation: only 'local' "
-            "(torch + transformers + peft) is built in. Set backend = \"local\" to train here.")
+            f"[backend].backend = {name!r} cannot run here: "
+            f"{reason or 'it is not a backend of this installation'}. "
+            "Set backend = \"local\" to train on this machine.")
