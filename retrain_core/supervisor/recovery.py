@@ -7,13 +7,14 @@ from pathlib import Path
 
 import psutil
 
+from retrain_core.error_record import ERROR_JSON, key, read_error
 from retrain_core.tail import tail_lines
 
 from .files import EXIT_JSON, WRAPPER_JSON, now, read_json, same_process
 from .launcher import ExitInfo, read_exit
 from .proctree import KillJob, processes_with_marker
 
-ROTATED = ("stdout.log", "stderr.log", EXIT_JSON)
+ROTATED = ("stdout.log", "stderr.log", EXIT_JSON, ERROR_JSON)
 
 
 def rotate_logs(run_dir: Path, attempt: int) -> None:
@@ -37,7 +38,11 @@ def stderr_tail(run_dir: Path, lines: int = 12, max_chars: int = 2000) -> list[s
 
 
 def describe_failure(run_dir: Path, info: ExitInfo) -> tuple[str, str]:
-    """(error text for state: what ended it + stderr tail, the last error line)."""
+    """(error text for state, the line naming the error: the text's last line).
+
+    The named error is the trainer's exception from error.json when there is one, else
+    the signal (the OOM killer named when it did it), else the last stderr line.
+    """
     if not info.recorded:
         head = "the run's wrapper vanished without recording an exit status"
     elif info.signal:
@@ -46,13 +51,23 @@ def describe_failure(run_dir: Path, info: ExitInfo) -> tuple[str, str]:
         except ValueError:
             name = str(info.signal)
         head = f"killed by signal {info.signal} ({name})"
+        end = read_json(run_dir / EXIT_JSON)
+        if isinstance(end, dict) and end.get("oom_killed"):
+            head += " from the kernel's OOM killer: out of memory"
     elif info.returncode == 75:
         head = "exit code 75 (preempted by SIGTERM, checkpoint saved)"
     else:
         head = f"exit code {info.returncode}"
-    tail = stderr_tail(run_dir)
-    last = tail[-1] if tail else head
-    return head + ("\n" + "\n".join(tail) if tail else ""), last
+    record = read_error(run_dir)
+    if record is not None:
+        tail, last = [str(x) for x in record.get("traceback") or []][-12:], key(record)
+    else:
+        tail = stderr_tail(run_dir)
+        last = head if info.signal or not info.recorded or not tail else tail[-1]
+    lines = [head, *tail]
+    if lines[-1] != last:
+        lines.append(last)
+    return "\n".join(lines), last
 
 
 def _find_wrapper(sup, name: str, attempt: int):

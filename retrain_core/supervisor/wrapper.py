@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from retrain_core.error_record import oom_kills
+
 from .files import EXIT_JSON, WRAPPER_JSON, atomic_write_json
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -87,6 +89,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, lambda *_: None)
     become_subreaper()
     _record(run_dir, attempt)
+    ooms_before = oom_kills()  # a SIGKILL with this count moved is the kernel's OOM killer
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # The launch folder may be gone by a resume; the run reads only its own folder anyway.
     cwd = os.environ.get("RETRAIN_RUN_CWD") or None
@@ -119,7 +122,9 @@ def main(argv: list[str]) -> int:
     sig = -returncode if returncode is not None and returncode < 0 else None
     atomic_write_json(run_dir / EXIT_JSON, {
         "attempt": attempt, "returncode": returncode if sig is None else None, "signal": sig,
-        "ended_at": time.time(), "trainer_pid": trainer.pid, "sigterm_received": bool(terminated)})
+        "ended_at": time.time(), "trainer_pid": trainer.pid, "sigterm_received": bool(terminated),
+        "oom_killed": sig == signal.SIGKILL and ooms_before is not None
+        and (oom_kills() or 0) > ooms_before})
     return 128 + sig if sig else (returncode or 0)
 
 

@@ -73,14 +73,24 @@ def main(args) -> int:
         return code
     except (ValueError, FileNotFoundError) as exc:  # data/reward/model problems found at start
         print(f"retrain run: {exc}", file=sys.stderr)
+        _record_error(run_dir, exc)
         code = EXIT_CONFIG_ERROR
         return code
+    except Exception as exc:
+        _record_error(run_dir, exc)  # error.json: what status, the TUI and the breaker show
+        raise
     finally:
         if standalone:
             from retrain_core.train.checkpoint import atomic_write_json
 
             atomic_write_json(run_dir / "exit.json", {"returncode": code, "signal": None,
                                                       "ended_at": time.time(), "standalone": True})
+
+
+def _record_error(run_dir: Path, exc: BaseException) -> None:
+    from retrain_core.error_record import write_error
+
+    write_error(run_dir, exc)
 
 
 def _train(cfg, run_dir: Path, run_name: str, label: str, config_dir: Path, args) -> int:
