@@ -46,6 +46,8 @@ class MonitorScreen(Screen):
         Binding("R", "restart", "Restart", id="restart"),
         Binding("P", "pause", "Pause/resume", id="pause"),
         Binding("S", "squeeze", "Squeeze", id="squeeze"),
+        Binding("G", "resources", "Resources", id="resources",
+                tooltip="Host, GPU and per-run CPU/memory/GPU memory"),
         Binding("C", "compare", "Compare", id="compare"),
         Binding("f", "cycle_status", "Filter status", id="filter_status", show=False),
         Binding("c", "cycle_condition", "Filter condition", id="filter_condition", show=False),
@@ -183,6 +185,12 @@ class MonitorScreen(Screen):
         from retrain_tui.screens.squeeze import SqueezeScreen
 
         self.app.push_screen(SqueezeScreen(self))
+
+    @guarded
+    def action_resources(self) -> None:
+        from retrain_tui.screens.resources import ResourcesScreen
+
+        self.app.push_screen(ResourcesScreen(self))
 
     @guarded
     def action_compare(self) -> None:
