@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pause": ("retrain_core.supervisor.cli_control", "pause launching new runs"),
     "unpause": ("retrain_core.supervisor.cli_control", "resume launching new runs"),
     "compare": ("retrain_core.compare_cli", "compare conditions across seeds (paired, with intervals)"),
+    "export": ("retrain_core.export", "serve Prometheus /metrics and JSON /v1/runs on 127.0.0.1 (read-only)"),
     "squeeze": ("retrain_core.squeeze.cli", "analyse and compress a LoRA adapter"),
     "models": ("retrain_core.models.cli", "list the built-in models or rebuild one from its recipe"),
 }

@@ -25,6 +25,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("target", nargs="?", default=DEFAULT_LOGS_DIR,
                         help="a campaign directory, or a logs directory holding campaigns")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C; with --json, one "
+                             "JSON document per line")
+    parser.add_argument("--count", type=int, default=0,
+                        help="with --watch: stop after this many refreshes")
 
 
 def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
@@ -150,6 +155,10 @@ def no_campaigns_yet(logs_dir: Path, as_json: bool) -> int:
 
 
 def main(args) -> int:
+    if getattr(args, "watch", None):
+        from retrain_core.export import watch_loop
+
+        return watch_loop(args, main, max(0.2, args.watch), args.count)
     target = Path(args.target)
     campaigns = api.find_campaigns(target)
     if not campaigns and ((target / "state.json").exists() or (target / "runs").is_dir()):
