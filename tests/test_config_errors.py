@@ -57,7 +57,7 @@ CASES = [
     ("duplicate-labels", CAMPAIGN.format(cond='{ advantage_mode = "grpo", transform_mode = "none" }'), 5,
      "campaign.conditions[1]", "duplicate condition label"),
     ("negative-batch", "[training]\nbatch_size = -8\n", 2, "training.batch_size", "positive integer"),
-    ("zero-group", "[training]\ngroup_size = 0\n", 2, "training.group_size", "positive integer"),
+    ("zero-group", "[training]\ngroup_size = 0\n", 2, "training.group_size", "an integer >= 2"),
     ("negative-max-tokens", "[training]\nmax_tokens = -1\n", 2, "training.max_tokens", "positive"),
     ("top-p-high", "[training]\ntop_p = 1.5\n", 2, "training.top_p", "(0, 1]"),
     ("top-p-zero", "[training]\ntop_p = 0\n", 2, "training.top_p", "(0, 1]"),

@@ -146,7 +146,7 @@ def test_tinker_backend_fails_before_anything(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
-    assert "tinker" in proc.stderr and "not available" in proc.stderr
+    assert "tinker" in proc.stderr and 'backend = "local"' in proc.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

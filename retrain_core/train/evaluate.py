@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from retrain_core.train.checkpoint import rng_state, set_rng_state
 from retrain_core.train.data import Example, render_prompt
 from retrain_core.train.rewards import resolve_reward
 
@@ -18,9 +19,9 @@ def heldout_accuracy(backend, examples: list[Example], template: str, temperatur
     so evaluating never changes the training run's random stream."""
     reward_fn = resolve_reward(reward_type)
     correct = 0
-    state = torch.get_rng_state()
+    state = rng_state()  # every stream: Python, NumPy, torch CPU and each CUDA device
     if seed is not None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # seeds the CUDA generators too
     try:
         for start in range(0, len(examples), batch_rows):
             chunk = examples[start : start + batch_rows]
@@ -28,5 +29,5 @@ def heldout_accuracy(backend, examples: list[Example], template: str, temperatur
             rollouts = backend.sample(prompts, 1, temperature=temperature, max_tokens=max_tokens)
             correct += sum(reward_fn(text, ex.answer) > 0.5 for text, ex in zip(rollouts.texts, chunk))
     finally:
-        torch.set_rng_state(state)
+        set_rng_state(state)
     return correct / max(len(examples), 1)

@@ -23,6 +23,7 @@ from retrain_core.train import checkpoint as ckpt
 from retrain_core.train.data import DataStream, load_examples, render_prompt
 from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
 from retrain_core.train.rewards import resolve_reward
+from retrain_core.train.schedule import lr_at, resume_note, schedule_state
 
 
 def seed_everything(seed: int) -> None:
@@ -93,7 +94,8 @@ class Trainer:
     def state(self) -> dict:
         return {"step": self.step, "data_cursor": self.stream.cursor, "sepa": self.sepa.state_dict(),
                 "correct_total": self.correct_total, "completions_total": self.completions_total,
-                "seed": self.seed, "run": self.run_name, "condition": self.label}
+                "seed": self.seed, "run": self.run_name, "condition": self.label,
+                "lr_schedule": schedule_state(self.cfg.training)}
 
     def restore(self, directory: Path) -> None:
         state = ckpt.read_state(directory)
@@ -104,6 +106,9 @@ class Trainer:
         self.correct_total = int(state.get("correct_total", 0))
         self.completions_total = int(state.get("completions_total", 0))
         ckpt.set_rng_state(state["rng"])
+        note = resume_note(state.get("lr_schedule"), self.cfg.training, self.step)
+        if note:
+            self.log(note)
 
     def save(self, final: bool = False) -> Path:
         where = self.run_dir / "final" if final else self.run_dir / "checkpoints" / f"step_{self.step}"
@@ -138,12 +143,14 @@ class Trainer:
         num_datums = int((~out.skipped).sum())
         skipped_step = num_datums == 0
         train_started = time.time()
-        train_stats = {"loss": 0.0, "grad_norm": 0.0, "lr": t.lr}
+        lr = lr_at(self.step, t)
+        train_stats = {"loss": 0.0, "grad_norm": 0.0, "lr": lr}
         if not skipped_step:
             with throttle:
                 wait += throttle.last_wait_s
                 train_started = time.time()
-                train_stats = self.backend.train_step(rollouts, out.token_advantages, active_rows=~out.skipped)
+                train_stats = self.backend.train_step(rollouts, out.token_advantages, active_rows=~out.skipped,
+                                                      lr=lr)
         train_time = time.time() - train_started
         self.correct_total += correct
         self.completions_total += n
@@ -164,6 +171,9 @@ class Trainer:
             "tokens_per_second": float(lengths.sum()) / max(step_time, 1e-9),
             "batch_size": t.batch_size, "group_size": t.group_size, "lr": float(train_stats["lr"]),
             "grad_norm": float(train_stats["grad_norm"]),
+            "ppo_ratio_mean": train_stats.get("ppo_ratio_mean", 1.0),
+            "ppo_ratio_max": train_stats.get("ppo_ratio_max", 1.0),
+            "ppo_clip_fraction": train_stats.get("ppo_clip_fraction", 0.0),
             "exec_surprisal_mean": stats.get("exec_surprisal_mean"), "exec_surprisal_var": exec_var,
             "plan_surprisal_mean": stats.get("plan_surprisal_mean"),
             "plan_surprisal_var": stats.get("plan_surprisal_var"),

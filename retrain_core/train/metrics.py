@@ -15,7 +15,7 @@ METRIC_FIELDS = (
     "running_correct_rate", "sepa_lambda", "sepa_gate_open", "num_datums", "skipped_groups",
     "max_token_hit_rate", "mean_completion_tokens", "step_time_s", "sample_time_s",
     "train_time_s", "throttle_wait_s", "tokens_per_second", "batch_size", "group_size", "lr",
-    "grad_norm", "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean",
+    "grad_norm", "ppo_ratio_mean", "ppo_ratio_max", "ppo_clip_fraction", "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean",
     "plan_surprisal_var", "planning_token_fraction", "peak_memory_mb", "time",
 )
 TIMING_FIELDS = ("step_time_s", "sample_time_s", "train_time_s", "throttle_wait_s",
