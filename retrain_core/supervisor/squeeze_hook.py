@@ -51,9 +51,11 @@ class SqueezeHook:
         cfg = self.manifest.get("squeeze", {})
         prefix = shlex.split(os.environ.get(SQUEEZE_ENV, "")) or [
             sys.executable, "-m", "retrain_core.cli", "squeeze"]
-        adapter = self.root / RUNS / run / "checkpoints" / "final"
-        if not adapter.is_dir() and (self.root / RUNS / run / "final").is_dir():
-            adapter = self.root / RUNS / run / "final"  # tolerate a trainer that saves it there
+        # The trainer saves its last adapter in RUN_DIR/final (train.loop); an older layout
+        # (and the test stand-in) used checkpoints/final.
+        adapter = self.root / RUNS / run / "final"
+        if not adapter.is_dir() and (self.root / RUNS / run / "checkpoints" / "final").is_dir():
+            adapter = self.root / RUNS / run / "checkpoints" / "final"
         cmd = [*prefix, str(adapter),
                "--threshold", str(cfg.get("threshold", 0.95)),
                "--analysis-out", str(sq_dir / "analysis.json")]

@@ -1,13 +1,18 @@
 """Checkpoints: PEFT adapter + optimizer + `trainer_state.json` (step, data cursor, RNG, SEPA).
 
 `checkpoints/step_<n>/` holds the state after n completed steps; `final/` after the last.
-Each is written into a temporary directory and renamed, so a kill mid-save leaves the
-previous checkpoint intact.
+Each is written into a temporary directory, every file fsynced, then swapped in: a crash
+at any instant leaves the previous checkpoint or the new one, complete, under its name.
+The swap is one `renameat2(RENAME_EXCHANGE)` on Linux; elsewhere the old directory is
+renamed aside first, and `recover_checkpoints` (run by `latest_checkpoint`) puts it back
+if the crash came between the two renames. Half-written temporary folders are removed
+there too.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import random
@@ -60,6 +65,37 @@ def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Every file's data, then the directories naming them, on disk before the swap."""
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            _fsync_path(path)
+    for path in sorted((p for p in directory.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_path(path)
+    _fsync_path(directory)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where that is not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
 def save_checkpoint(backend, directory: Path, state: dict) -> Path:
     """Write adapter, optimizer and trainer state into `directory` (atomically replaced)."""
     directory = Path(directory)
@@ -68,12 +104,43 @@ def save_checkpoint(backend, directory: Path, state: dict) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     backend.save(tmp)
     atomic_write_json(tmp / STATE_FILE, {**state, "rng": rng_state(), "optimizer_file": "optimizer.pt"})
-    old = directory.with_name(f".{directory.name}.old{os.getpid()}")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_tree(tmp)
+    if directory.exists() and _exchange(tmp, directory):
+        shutil.rmtree(tmp, ignore_errors=True)  # it holds the previous checkpoint now
+    else:
+        old = directory.with_name(f".{directory.name}.old{os.getpid()}")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_path(directory.parent)
     return directory
+
+
+def _complete(directory: Path) -> bool:
+    # The adapter lives here (local backend) or in the Tinker service (tinker_state.json
+    # names the saved state there).
+    return (directory / STATE_FILE).exists() and (
+        (directory / "adapter_model.safetensors").exists() or (directory / "tinker_state.json").exists())
+
+
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>old|tmp)\d+$")  # see save_checkpoint
+
+
+def recover_checkpoints(run_dir: Path) -> None:
+    """After a crash mid-save: put a set-aside checkpoint back, drop half-written ones."""
+    for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        try:
+            leftovers = sorted(p for p in parent.iterdir() if LEFTOVER.match(p.name) and p.is_dir())
+        except OSError:
+            continue
+        for path in leftovers:
+            match = LEFTOVER.match(path.name)
+            target = parent / match["name"]
+            if match["kind"] == "old" and not target.exists() and _complete(path):
+                os.replace(path, target)  # the crash came between the two renames
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def read_state(directory: Path) -> dict:
@@ -83,11 +150,12 @@ def read_state(directory: Path) -> dict:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the most completed steps (final/ or checkpoints/step_<n>/)."""
     run_dir = Path(run_dir)
+    recover_checkpoints(run_dir)
     found: list[tuple[int, Path]] = []
     for candidate in [run_dir / "final", *sorted((run_dir / "checkpoints").glob("step_*"))]:
         if candidate.name != "final" and not re.fullmatch(r"step_\d+", candidate.name):
             continue
-        if (candidate / STATE_FILE).exists() and (candidate / "adapter_model.safetensors").exists():
+        if _complete(candidate):
             try:
                 found.append((int(read_state(candidate)["step"]), candidate))
             except (ValueError, KeyError, json.JSONDecodeError):
