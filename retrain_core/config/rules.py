@@ -129,6 +129,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "squeeze.compress_to": NON_NEGATIVE_INT,
     "squeeze.device": NON_EMPTY,
     "logging.log_dir": NON_EMPTY,
+    "eval.every": NON_NEGATIVE_INT,
+    "eval.examples": POSITIVE_INT,
 }
 
 
@@ -247,6 +249,7 @@ CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
     "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
     "training.lr_schedule": lambda v: _choice(v, ("constant", "linear", "cosine")),
     "campaign.on_stall": lambda v: _choice(v, ("flag", "restart")),
+    "eval.sampling": lambda v: _choice(v, ("greedy", "sampled", "both")),
     "campaign.launcher": lambda v: _choice(v, tuple(REGISTRY.names("launcher", installed=False))),
     "notify.webhook": lambda v: (v, webhook_problem(v)),
     "data.source": _data_source,

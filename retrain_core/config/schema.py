@@ -185,6 +185,14 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0  # evaluate on the held-out set every N steps (and after the last); 0 = off
+    examples: int = 64  # held-out problems (the source's own split, else set aside from it)
+    sampling: str = "greedy"  # "greedy" | "sampled" (training temperature) | "both"
+    keep_best: bool = True  # keep the best checkpoint (greedy correct rate first) as best/
+
+
+@dataclass
 class NotifyConfig:
     webhook: str = ""  # POST a JSON event per run failure/stall/finish and campaign end ("" = none)
 
@@ -207,6 +215,7 @@ class Config:
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         """Nested plain dict, one key per section: what `config.toml` of a run holds."""
