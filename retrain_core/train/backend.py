@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
+from retrain_core.train.mismatch import MismatchStats
 
 
 @dataclass
@@ -341,6 +342,7 @@ class LocalBackend:
         step = self.micro_batch_rows or max(len(row_ids), 1)
         chunks = [row_ids[start : start + step] for start in range(0, len(row_ids), step)]
         old: list[torch.Tensor] = []  # first-epoch log-probs per chunk: what later ratios are against
+        mismatch, tis = MismatchStats(), []  # per chunk: TIS weights vs the sampler's log-probs
         loss_total, grad_norm = 0.0, 0.0
         ratio_sum, ratio_max, outside, counted = 0.0, 1.0, 0, 0
         for epoch in range(max(int(getattr(t, "ppo_epochs", 1)), 1) if num_active else 0):
@@ -349,11 +351,14 @@ class LocalBackend:
                 lp, _ = self.forward_logprobs(rollouts, rows)
                 if epoch == 0:
                     old.append(lp.detach())
+                    tis.append(mismatch.weights(lp, rollouts.logprobs[rows], active[rows],
+                                                self.cfg.algorithm.tis_cap))
                 else:
                     r_sum, r_max, r_out, r_n = ratio_stats(lp, old[index], active[rows], t.clip_eps)
                     ratio_sum, outside, counted = ratio_sum + r_sum, outside + r_out, counted + r_n
                     ratio_max = max(ratio_max, r_max) if r_n else ratio_max
-                loss = policy_loss(lp, old[index], adv[rows], active[rows], num_active, t.clip_eps)
+                loss = policy_loss(lp, old[index], adv[rows] * tis[index], active[rows], num_active,
+                                   t.clip_eps)
                 loss.backward()
                 loss_total += float(loss.detach()) if epoch == 0 else 0.0  # the on-policy loss
             max_norm = t.grad_clip_norm if t.grad_clip_norm > 0 else float("inf")
@@ -364,7 +369,7 @@ class LocalBackend:
         return {"loss": loss_total, "grad_norm": grad_norm, "num_active_tokens": num_active,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "ppo_ratio_mean": ratio_sum / counted if counted else 1.0, "ppo_ratio_max": ratio_max,
-                "ppo_clip_fraction": outside / counted if counted else 0.0}
+                "ppo_clip_fraction": outside / counted if counted else 0.0, **mismatch.metrics()}
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -384,16 +389,22 @@ class LocalBackend:
             self.optimizer.load_state_dict(torch.load(opt_path, map_location=self.device, weights_only=False))
 
 
-def make_backend(cfg, want_entropy: bool = False) -> TrainBackend:
-    """The `[backend].backend` named in the config, through the one plugin registry."""
+def make_backend(cfg, want_entropy: bool = False, run_dir: str | Path | None = None) -> TrainBackend:
+    """The `[backend].backend` named in the config, through the one plugin registry.
+
+    `run_dir` is where an inference engine keeps its files (the vLLM server's log)."""
     from retrain_core.registry import REGISTRY
 
+    if cfg.backend.backend == "local" and REGISTRY.canonical("inference_engine", cfg.inference.engine) == "vllm":
+        from retrain_core.train.vllm_sampling import VllmBackend
+
+        return VllmBackend(cfg, want_entropy=want_entropy, run_dir=run_dir)
     if cfg.backend.backend == "local":
         return LocalBackend(cfg, want_entropy=want_entropy)
     reason = REGISTRY.unavailable_reason("backend", cfg.backend.backend, cfg)
     if reason or REGISTRY.builtin("backend", cfg.backend.backend) is None:
         raise BackendUnavailable(cfg.backend.backend, reason)
-    return REGISTRY.resolve("backend", cfg.backend.backend)(cfg, want_entropy=want_entropy)
+    return REGISTRY.resolve("backend", cfg.backend.backend)(cfg, want_entropy=want_entropy, run_dir=run_dir)
 
 
 class BackendUnavailable(RuntimeError):

@@ -22,6 +22,7 @@ from retrain_core.train import EXIT_OK, EXIT_PREEMPTED
 from retrain_core.train import checkpoint as ckpt
 from retrain_core.train.data import DataStream, load_examples, render_prompt
 from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
+from retrain_core.train.periodic_eval import EVAL_FILE, PeriodicEval
 from retrain_core.train.rewards import resolve_reward
 from retrain_core.train.schedule import lr_at, resume_note, schedule_state
 
@@ -82,6 +83,9 @@ class Trainer:
         seed_everything(self.seed)
         self.reward_fn = resolve_reward(cfg.reward.type, config_dir)
         self.examples = load_examples(cfg.data.source, cfg.data.max_examples, config_dir)
+        # [eval]: the held-out set is set aside before the training stream is built
+        self.evaluator = PeriodicEval(cfg, self.examples, self.run_dir)
+        self.examples = self.evaluator.training_examples
         self.backend = backend or make_backend(cfg, want_entropy=needs_entropy(cfg))
         self.detector = PlanningDetector(self.backend.tokenizer, cfg.planning.grams)
         self.sepa = SepaController.from_config(cfg.sepa)
@@ -199,7 +203,7 @@ class Trainer:
             self.restore(source)
             self.log(f"resumed from {source} at step {self.step}")
         ckpt.atomic_write_text(self.run_dir / "config.toml", config_to_toml(cfg))
-        for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl"):
+        for name in ("metrics.jsonl", "emergence/steps.jsonl", "emergence/generations.jsonl", EVAL_FILE):
             ckpt.truncate_jsonl(self.run_dir / name, self.step)  # steps redone after the checkpoint
         metrics_out = JsonlWriter(self.run_dir / "metrics.jsonl")
         steps_out = JsonlWriter(self.run_dir / "emergence" / "steps.jsonl")
@@ -219,6 +223,10 @@ class Trainer:
                 if cfg.logging.log_generations:
                     gens_out.write_many(generations)
                 wandb_log.log(metrics)
+                if self.evaluator.due(self.step, t.max_steps):
+                    for row in self.evaluator.run(self, throttle):
+                        self.log(f"eval after step {row['step']}: {row['mode']} correct rate "
+                                 f"{row['correct_rate']:.3f} on {row['examples']} held-out problems")
                 step_times.append(metrics["step_time_s"])
                 recent = step_times[-10:]
                 self.log(progress_line(metrics, t.max_steps, sum(recent) / len(recent) * (t.max_steps - self.step)))
