@@ -21,6 +21,7 @@ import torch
 from retrain_core.train import EXIT_OK, EXIT_PREEMPTED
 from retrain_core.train import checkpoint as ckpt
 from retrain_core.train.data import DataStream, load_examples, render_prompt
+from retrain_core.train.mismatch import METRIC_KEYS as MISMATCH_KEYS
 from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
 from retrain_core.train.periodic_eval import EVAL_FILE, PeriodicEval
 from retrain_core.train.rewards import resolve_reward
@@ -86,7 +87,7 @@ class Trainer:
         # [eval]: the held-out set is set aside before the training stream is built
         self.evaluator = PeriodicEval(cfg, self.examples, self.run_dir)
         self.examples = self.evaluator.training_examples
-        self.backend = backend or make_backend(cfg, want_entropy=needs_entropy(cfg))
+        self.backend = backend or make_backend(cfg, want_entropy=needs_entropy(cfg), run_dir=self.run_dir)
         self.detector = PlanningDetector(self.backend.tokenizer, cfg.planning.grams)
         self.sepa = SepaController.from_config(cfg.sepa)
         self.stream = DataStream(self.examples, self.seed, cfg.data.shuffle)
@@ -178,6 +179,7 @@ class Trainer:
             "ppo_ratio_mean": train_stats.get("ppo_ratio_mean", 1.0),
             "ppo_ratio_max": train_stats.get("ppo_ratio_max", 1.0),
             "ppo_clip_fraction": train_stats.get("ppo_clip_fraction", 0.0),
+            **{key: train_stats.get(key) for key in MISMATCH_KEYS},
             "exec_surprisal_mean": stats.get("exec_surprisal_mean"), "exec_surprisal_var": exec_var,
             "plan_surprisal_mean": stats.get("plan_surprisal_mean"),
             "plan_surprisal_var": stats.get("plan_surprisal_var"),
