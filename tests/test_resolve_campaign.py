@@ -182,3 +182,34 @@ def test_plugin_and_data_next_to_the_toml_run_from_anywhere_and_after_deletion(t
     res = retrain(["campaign", "--resume", second, "--foreground"], third, env)
     assert _succeeded(second) == {"grpo+none_s3": "succeeded"}, res.stdout + res.stderr
     assert len((second / "runs" / "grpo+none_s3" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_hub_model_missing_offline_is_refused_at_launch_and_noted_online(folder):
+    toml = folder / "c.toml"
+    toml.write_text('[campaign]\nseeds = [1]\n[model]\nmodel = "acme/not-cached-model"\n'
+                    '[data]\nsource = "arithmetic"\n')
+    offline = dict(os.environ, HF_HUB_OFFLINE="1")
+    launched = retrain(["campaign", toml, "--logs-dir", folder / "logs"], folder, offline)
+    assert launched.returncode == 2 and not (folder / "logs").exists()
+    assert f"{toml}:4: model.model: " in launched.stderr and "HF_HUB_OFFLINE" in launched.stderr
+    explained = retrain(["explain", toml], folder, offline)
+    assert explained.returncode == 0 and f"Note: {toml}:4: model.model: " in explained.stdout
+    online = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    explained = retrain(["explain", toml], folder, online)
+    assert explained.returncode == 0 and "will be downloaded from the hub" in explained.stdout
+
+
+def test_local_model_folder_is_relative_to_the_toml_and_absolute_in_run_configs(folder, tiny_model_dir,
+                                                                               monkeypatch):
+    exp = folder / "exp"
+    shutil.copytree(tiny_model_dir, exp / "models" / "tiny")
+    toml = exp / "c.toml"
+    toml.write_text('[campaign]\nseeds = [1]\nconditions = [{ advantage_mode = "grpo", '
+                    'transform_mode = "none" }]\n[model]\nmodel = "models/tiny"\n'
+                    '[data]\nsource = "arithmetic"\n')
+    from retrain_core.supervisor.campdir import create_campaign_dir
+
+    monkeypatch.chdir(folder)  # anywhere but the TOML's folder
+    root = create_campaign_dir(load_campaign(toml), folder / "logs")
+    run_cfg = load_campaign(root / "runs" / "grpo+none_s1" / "config.toml")
+    assert run_cfg.base.model.model == str((exp / "models" / "tiny").resolve())
