@@ -69,10 +69,16 @@ class JsonlTail:
         self._ino: int | None = None
         self._offset = 0
         self._partial = b""
+        self._opened_before = False
+        # Set by read_new when the file was replaced or truncated (a resumed trainer rewrites
+        # metrics.jsonl up to its checkpoint): the index in its result where the new
+        # content starts. A reader keeping history drops it there and rebuilds from the rest.
+        self.restart_index: int | None = None
 
     # -- public ---------------------------------------------------------------------
     def read_new(self) -> list[dict]:
         out: list[dict] = []
+        self.restart_index = None
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -91,8 +97,12 @@ class JsonlTail:
                 return out
             st = os.fstat(self._fd)
             self._ino, self._offset, self._partial = st.st_ino, 0, b""
+            if self._opened_before:
+                self.restart_index = len(out)
+            self._opened_before = True
         if st.st_size < self._offset:  # truncated in place
             self._offset, self._partial = 0, b""
+            self.restart_index = len(out)
         if st.st_size > self._offset:
             self._drain(out, st.st_size)
         return out

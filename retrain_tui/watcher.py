@@ -47,9 +47,19 @@ class _RunTrack:
         self.tail = JsonlTail(run_dir / "metrics.jsonl")
         self.history: dict[str, list[tuple[int, float]]] = {m: [] for m in KEPT_METRICS}
         self.last: dict = {}
+        self.replaced = False
 
     def read(self) -> list[dict]:
+        """New lines; after a replacement of the file, only those of the new file, with the
+        history rebuilt from them (`replaced` tells the caller to drop its copies)."""
         lines = self.tail.read_new()
+        self.replaced = self.tail.restart_index is not None
+        if self.replaced:
+            # A resumed trainer rewrote metrics.jsonl up to its checkpoint: the old history
+            # (steps past the checkpoint) is gone, not to be followed by the redone steps.
+            lines = lines[self.tail.restart_index:]
+            self.history = {m: [] for m in KEPT_METRICS}
+            self.last = {}
         for line in lines:
             step = line.get("step")
             if not isinstance(step, int):
@@ -190,6 +200,11 @@ class CampaignWatcher:
                     acc.setdefault(step, {})[t.name] = value
             return
         acc = self._plot_acc.setdefault(track.condition, {})
+        if track.replaced:
+            for by_run in acc.values():
+                by_run.pop(track.name, None)
+            for step in [s for s, by_run in acc.items() if not by_run]:
+                del acc[step]
         for line in lines:
             if metric in line and isinstance(line.get("step"), int):
                 acc.setdefault(line["step"], {})[track.name] = _finite(line[metric])
