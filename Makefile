@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean vllm
+.PHONY: setup demo test bench clean vllm tinker-server
 
 $(BIN)/python:
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
@@ -68,5 +68,24 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/vllm --version
 	touch $@
 
+# The local Tinker-compatible test server (SkyRL tx 0.3.0 on JAX/CPU) in its own venv: it pins
+# transformers < 5. torch 2.13.0 (CPU) goes in first, or peft would pull a CUDA torch (GBs).
+# Plain jax/flax/optax: its [jax] extra pulls CUDA jax. About 6 minutes, ~2 GB.
+TINKER_VENV ?= .venv-tinker
+SKYRL_TX_VERSION ?= 0.3.0
+
+tinker-server: $(TINKER_VENV)/.installed
+
+$(TINKER_VENV)/.installed:
+	@echo "[tinker-server 1/3] creating $(TINKER_VENV)"
+	$(PY) -m venv $(TINKER_VENV)
+	$(TINKER_VENV)/bin/python -m pip install -q --upgrade pip wheel
+	@echo "[tinker-server 2/3] installing torch $(TORCH_VERSION) (CPU), skyrl-tx[tinker]==$(SKYRL_TX_VERSION), jax, flax, optax (progress below)"
+	$(TINKER_VENV)/bin/python -m pip install --progress-bar on "torch==$(TORCH_VERSION)"
+	$(TINKER_VENV)/bin/python -m pip install --progress-bar on "skyrl-tx[tinker]==$(SKYRL_TX_VERSION)" jax flax optax
+	@echo "[tinker-server 3/3] checking: import tx.tinker.api"
+	$(TINKER_VENV)/bin/python -c "import tx.tinker.api" 2>/dev/null
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(TINKER_VENV) .pytest_cache

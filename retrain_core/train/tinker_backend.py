@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -62,7 +64,7 @@ def tinker_unavailable_reason(cfg) -> str | None:
 
 
 class TinkerBackend:
-    def __init__(self, cfg, want_entropy: bool = False):
+    def __init__(self, cfg, want_entropy: bool = False, run_dir: str | Path | None = None):
         import tinker
         from transformers import AutoTokenizer
 
@@ -80,7 +82,7 @@ class TinkerBackend:
         kwargs = {"api_key": api_key}
         if self.base_url:
             kwargs["base_url"] = self.base_url
-        self.service = tinker.ServiceClient(**kwargs)
+        self.service = self._call("ServiceClient", lambda: tinker.ServiceClient(**kwargs))
         # The base model's name as the service knows it; our tokenizer comes from the same
         # reference on this side (a built-in name resolves to its shipped folder).
         self.base_model = cfg.model.model
@@ -91,7 +93,18 @@ class TinkerBackend:
             base_model=self.base_model, rank=cfg.model.lora_rank, seed=cfg.training.seed))
         self.sampler = None  # refreshed lazily after each update
         self.version = 0
+        # Each step's API calls (what, start, end, seconds): the latency behind its sample and
+        # train times, and what a throttle audit reads.
+        self.call_log = Path(run_dir) / "api_calls.jsonl" if run_dir else None
         self.eos_ids = sorted({i for i in (self.tokenizer.eos_token_id,) if i is not None})
+
+    def _record(self, what: str, start: float) -> None:
+        if self.call_log is None:
+            return
+        end = time.time()
+        with open(self.call_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"call": what, "start": start, "end": end,
+                                 "seconds": round(end - start, 4), "pid": os.getpid()}) + "\n")
 
     # -- calls -------------------------------------------------------------------------
     def _call(self, what: str, submit):
@@ -117,6 +130,7 @@ class TinkerBackend:
         from tinker import types
 
         t = self.cfg.training
+        started = time.time()
         temperature = t.temperature if temperature is None else temperature
         sampler = self._sampling_client()
         params = types.SamplingParams(max_tokens=max_tokens or t.max_tokens,
@@ -136,6 +150,7 @@ class TinkerBackend:
             for seq in response.sequences:
                 seqs.append(seq)
                 rows_prompt.append(ids)
+        self._record("sample", started)
         return self._rollouts(prompts, group_size, rows_prompt, seqs)
 
     def _rollouts(self, prompts, group_size, rows_prompt, seqs) -> Rollouts:
@@ -194,6 +209,7 @@ class TinkerBackend:
                         torch.tensor(zeros + (adv[i, :k] / num_active).tolist())),
                 }))
         loss_fn = "ppo" if t.clip_eps > 0 else "importance_sampling"
+        started = time.time()
         # Queue both calls before waiting: the service runs them back to back.
         fb = self._call("forward_backward (submit)",
                         lambda: self.training.forward_backward(datums, loss_fn))
@@ -201,16 +217,16 @@ class TinkerBackend:
             types.AdamParams(learning_rate=lr, beta1=0.9, beta2=0.95, eps=1e-8)))
         out = self._call("forward_backward", lambda: fb)
         self._call("optim_step", lambda: opt)
+        self._record("train", started)
         self.version += 1
         self.sampler = None
-        metrics = dict(getattr(out, "metrics", {}) or {})
-        loss = next((float(v) for k, v in metrics.items() if k.startswith("loss")), 0.0)
-        return {"loss": loss, "grad_norm": None, "lr": lr, "num_active_tokens": num_active}
+        return {"loss": _total_loss(out), "grad_norm": None, "lr": lr,
+                "num_active_tokens": num_active}
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{directory.parent.name}-{directory.name}-v{self.version}".replace("/", "_")
+        name = f"v{self.version}-{uuid.uuid4().hex[:8]}"  # unique per save, like the service's ids
         saved = self._call("save_state", lambda: self.training.save_state(name))
         record = {"state_path": saved.path, "base_model": self.base_model,
                   "lora_rank": self.cfg.model.lora_rank, "version": self.version,
@@ -225,3 +241,19 @@ class TinkerBackend:
         self._call("load_state_with_optimizer", lambda: restore(record["state_path"]))
         self.version = int(record.get("version", 0))
         self.sampler = None
+
+
+def _total_loss(out) -> float:
+    """The step's loss: the service's `loss:sum`-style metric when it reports one, else the
+    sum of the per-token losses it returns (advantages were pre-divided by the token count,
+    so either is the token mean)."""
+    metrics = dict(getattr(out, "metrics", None) or {})
+    for key, value in metrics.items():
+        if key.split(":")[0] in ("loss", "total_loss"):
+            return float(value)
+    total = 0.0
+    for item in getattr(out, "loss_fn_outputs", None) or []:
+        loss = item.get("elementwise_loss") if isinstance(item, dict) else None
+        if loss is not None:
+            total += float(loss.to_torch().sum()) if hasattr(loss, "to_torch") else float(sum(loss))
+    return total
