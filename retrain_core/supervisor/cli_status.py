@@ -12,6 +12,7 @@ from retrain_core.plan import effective_parallelism, eta_seconds
 from retrain_core.tail import read_last_records
 
 from . import api
+from .files import read_json
 from .validate import finite_or_none, json_safe, read_campaign
 
 METRIC_KEYS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
@@ -53,7 +54,18 @@ def run_summary(root: Path, entry: dict, rstate: dict) -> dict:
             "pid": rstate.get("pid"), "launched_at": rstate.get("launched_at"),
             "ended_at": rstate.get("ended_at"), "step_time_s": step_time, "eta_s": eta,
             "stalled": rstate.get("stalled") if rstate.get("status") == "running" else None,
+            "best": _best(root / str(entry.get("dir") or f"runs/{entry['name']}")),
             "metrics": {k: finite_or_none(last[k]) for k in METRIC_KEYS if k in last}}
+
+
+def _best(run_dir: Path) -> dict | None:
+    """The checkpoint kept by [eval] keep_best: {"dir", "step", "mode", "correct_rate"}."""
+    state = read_json(run_dir / "best" / "trainer_state.json", None)
+    best = state.get("best") if isinstance(state, dict) else None
+    if not isinstance(best, dict):
+        return None
+    return {"dir": str(run_dir / "best"), "step": best.get("step"), "mode": best.get("mode"),
+            "correct_rate": finite_or_none(best.get("correct_rate"))}
 
 
 def _count(value) -> int | None:
@@ -138,6 +150,8 @@ def print_campaign(c: dict) -> None:
             end = f"exit {r['exit_code']}" if r["signal"] is None else f"signal {r['signal']}"
             if r["error"]:
                 end += f": {r['error'].splitlines()[-1][:100]}"
+        if r.get("best") and r["best"]["correct_rate"] is not None:
+            metrics += f"  best={r['best']['correct_rate']:.3g}@{r['best']['step']}"
         if r.get("stalled"):  # running, but no new metrics for longer than its bound
             end = f"STALLED {r['stalled']['idle_s']:.0f}s (bound {r['stalled']['bound_s']:.0f}s)"
         print(f"  {r['name']:34s} {r['status']:9s} a{r['attempt']} {step:>9s}  "
