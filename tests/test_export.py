@@ -42,6 +42,8 @@ def campaign(tmp_path: Path):
                                           proc_start_time=psutil.Process(sleeper.pid).create_time(),
                                           stalled={"since": 1.0, "idle_s": 400.0, "bound_s": 300.0})
     write_json(directory / "state.json", state)
+    write_json(directory / "runs" / "grpo+none_s101" / "best" / "trainer_state.json",
+               {"step": 20, "best": {"step": 19, "mode": "greedy", "correct_rate": 0.625}})
     yield directory
     sleeper.kill()
     sleeper.wait(30)
@@ -110,6 +112,7 @@ def test_metrics_and_runs_endpoints(campaign, exporter) -> None:
     assert status == 200 and ctype == "application/json"
     runs = {r["name"]: r for r in json.loads(body)["campaigns"][0]["runs"]}
     assert runs["grpo+none_s42"]["stalled"]["bound_s"] == 300.0 and runs["grpo+none_s101"]["step"] == 30
+    assert runs["grpo+none_s101"]["best"]["correct_rate"] == 0.625 and runs["grpo+none_s42"]["best"] is None
 
     assert get(base + "/nope")[0] == 404
     request = urllib.request.Request(base + "/v1/runs", data=b"{}", method="POST")
@@ -147,3 +150,4 @@ def test_status_watch_prints_refreshes(campaign) -> None:
                          env=env(), timeout=ceiling(60))
     assert res.returncode == 0 and res.stdout.count("--- ") == 2
     assert "STALLED 400s (bound 300s)" in res.stdout
+    assert "best=0.625@19" in res.stdout
