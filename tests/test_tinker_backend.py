@@ -18,7 +18,7 @@ from test_sup_helpers import campaign_over, procs, retrain, state, wait_until  #
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools" / "tinker_server"))
-from local_server import LocalTinkerServer, server_available  # noqa: E402
+from local_server import LocalTinkerServer, server_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.tinker, pytest.mark.usefixtures("procs")]
 

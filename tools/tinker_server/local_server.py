@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_PYTHON = REPO / ".venv-tinker" / "bin" / "python"
@@ -89,12 +90,11 @@ class LocalTinkerServer:
                "--database-url", f"sqlite:///{self.work_dir / 'tinker.db'}",
                "--checkpoints-base", str(self.work_dir / "checkpoints"),
                "--host", "127.0.0.1", "--port", str(self.port)]
-        log = open(self.log_path, "ab")
         # Its own session: stop() ends the API server and the engine it started together.
-        self.proc = subprocess.Popen(cmd, cwd=self.work_dir, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.work_dir, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -135,7 +135,7 @@ class LocalTinkerServer:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> LocalTinkerServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
