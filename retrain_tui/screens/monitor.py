@@ -46,7 +46,7 @@ class MonitorScreen(Screen):
         Binding("R", "restart", "Restart", id="restart"),
         Binding("P", "pause", "Pause/resume", id="pause"),
         Binding("S", "squeeze", "Squeeze", id="squeeze"),
-        Binding("G", "resources", "Resources", id="resources",
+        Binding("G", "resources", "Resources", id="resources", show=False,
                 tooltip="Host, GPU and per-run CPU/memory/GPU memory"),
         Binding("C", "compare", "Compare", id="compare"),
         Binding("f", "cycle_status", "Filter status", id="filter_status", show=False),
