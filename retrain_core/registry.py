@@ -278,7 +278,8 @@ REGISTRY.register("backend", "local", "retrain_core.train.backend:LocalBackend")
 REGISTRY.register("backend", "tinker", "retrain_core.train.tinker_backend:TinkerBackend",
                   check="retrain_core.train.tinker_backend:tinker_unavailable_reason")
 REGISTRY.register("inference_engine", "hf", "retrain_core.train.backend:LocalBackend", aliases=("local",))
-REGISTRY.register("inference_engine", "vllm", "retrain_core.train.vllm_sampling:VllmBackend")
+REGISTRY.register("inference_engine", "vllm", "retrain_core.train.vllm_sampling:VllmBackend",
+                  check="retrain_core.train.vllm_engine:vllm_unavailable_reason")
 REGISTRY.register("launcher", "local", "retrain_core.supervisor.launcher:LocalLauncher")
 REGISTRY.register("launcher", "ray", "retrain_core.supervisor.ray_launcher:RayLauncher",
                   check="retrain_core.supervisor.ray_launcher:ray_unavailable_reason")

@@ -169,6 +169,9 @@ def environment_problems(cfg: Config, config_dir: Path) -> tuple[list[tuple[str,
         else:
             notes.append(f'model "{model}" is not in the Hugging Face cache: it will be '
                          "downloaded from the hub when the first run starts")
+    engine = REGISTRY.unavailable_reason("inference_engine", cfg.inference.engine, cfg)
+    if engine:
+        problems.append(("inference.engine", f'engine "{cfg.inference.engine}" cannot run here: {engine}'))
     if cfg.data.source in ENVIRONMENT_SOURCES:
         # A note, not a refusal: a stand-in trainer (RETRAIN_TRAINER_CMD) or a box that gets
         # the dataset before the runs start may still launch it.

@@ -63,6 +63,15 @@ def resolve_command(command: str, cwd: Path | None = None) -> Path:
                     "Run `make vllm` to create .venv-vllm, or set engine = \"hf\".")
 
 
+def vllm_unavailable_reason(cfg) -> str:
+    """Why `[inference] engine = "vllm"` cannot run here ("" = it can): no vllm executable."""
+    try:
+        resolve_command(cfg.inference.vllm_command)
+    except VllmError as exc:
+        return str(exc)
+    return ""
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the OS picks it; vLLM binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
