@@ -37,7 +37,8 @@ def test_json_output_is_stable(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["schema"] == 1 and data["ok"] is True
     assert set(data) == {"schema", "ok", "source", "is_campaign", "counts", "settings",
-                         "conditions", "runs", "base", "estimate", "launch_problems"}
+                         "conditions", "runs", "base", "estimate", "launch_problems",
+                         "launch_notes"}
     # Offline (the tests set HF_HUB_OFFLINE) and without the model in the HF cache, the
     # ablation is valid but cannot start here: the model and the `math` dataset are missing.
     assert {p["key"] for p in data["launch_problems"]} <= {"model.model", "data.source"}

@@ -78,6 +78,7 @@ def explain_dict(campaign: Campaign, est) -> dict[str, Any]:
         "base": campaign.base.to_dict(),
         "estimate": est.to_dict(),
         "launch_problems": [p.to_dict() for p in launch_problems(campaign)],
+        "launch_notes": launch_notes(campaign),  # e.g. a hub model that will be downloaded
     }
 
 
