@@ -40,7 +40,8 @@ def check_launchable(campaign: Campaign) -> None:
         raise LaunchError("\n".join(str(p) for p in problems) + "\nno run was started")
     if not campaign.runs:
         raise LaunchError(f"{campaign.source}: the campaign has no runs")
-    gpu_problem = pool_problem(campaign.base.backend.devices, campaign.settings.gpus_per_run)
+    gpu_problem = "" if campaign.settings.launcher == "ray" else pool_problem(  # Ray places GPUs
+        campaign.base.backend.devices, campaign.settings.gpus_per_run)
     if gpu_problem:
         raise LaunchError(f"{campaign.source}: {gpu_problem}; no run was started")
 
@@ -201,7 +202,10 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "devices": campaign.base.backend.devices,
         "gpu_pool": resolve_pool(campaign.base.backend.devices),
         "gpus_per_run": settings.gpus_per_run,
+        "launcher": settings.launcher,  # "ray": runs are Ray actors (supervisor/ray_launcher.py)
+        "ray_address": settings.ray_address,
         "grace_seconds": settings.grace_seconds,  # 0: max(30 s, 3 × the run's median step)
+        "min_free_gb": settings.min_free_gb,  # supervisor/diskspace.py
         "max_concurrent": max_concurrent,
         "throttle": THROTTLE if throttle_dir else "",
         "model": campaign.base.model.model,

@@ -31,6 +31,7 @@ from retrain_core.tail import read_last_records
 from retrain_core.throttle import wake_waiters
 
 from .control import receive
+from .diskspace import DISK_FULL, may_launch
 from .files import (
     MANIFEST,
     RUNS,
@@ -43,7 +44,7 @@ from .files import (
     now,
     read_json,
 )
-from .launcher import ExitInfo, LaunchSpec, LocalLauncher
+from .launcher import ExitInfo, LaunchSpec, launcher_for
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
@@ -73,7 +74,7 @@ class Supervisor:
         self.grace_s = self.state["supervisor"].get("grace_seconds") or float(
             self.manifest.get("grace_seconds") or 0)  # 0: per run, from its step times
         self.pool: list[int] = []
-        self.launcher = launcher or LocalLauncher()
+        self.launcher = launcher or launcher_for(self.manifest, self.log)
         self.echo = echo
         self.order = [r["name"] for r in self.manifest["runs"]]
         self.handles: dict = {}
@@ -166,7 +167,8 @@ class Supervisor:
         atomic_write_json(self.root / SUPERVISOR_PID, {"pid": me.pid, "start_time": me.create_time()})
         self.log(f"supervisor started (pid {me.pid})")
         # Manifests from before GPU placement have no "devices": leave CUDA alone for them.
-        if "devices" in self.manifest:
+        # A launcher that assigns GPUs itself (Ray) gets no local pool.
+        if "devices" in self.manifest and not getattr(self.launcher, "assigns_gpus", False):
             self.pool = gpus.resolve_pool(str(self.manifest["devices"]))
             self.state["supervisor"]["gpu_pool"] = self.pool
             per_run = int(self.manifest.get("gpus_per_run") or 1)
@@ -205,7 +207,7 @@ class Supervisor:
             if info is not None and not info.recorded:
                 # The wrapper died without a record (killed from outside): its trainer may
                 # still run as an orphan. End the run's leftovers before anything else.
-                self.kills[name] = KillJob(None, None, self.spec(name).run_id, self.grace(name))
+                self.kills[name] = self.kill_job(name, None, handle)
                 self.after_kill[name] = "vanished"
                 self.vanished[name] = info
             elif info is not None:
@@ -261,16 +263,24 @@ class Supervisor:
         handle = self.handles[name]
         wrapper = None
         try:
-            wrapper = psutil.Process(handle.pid)
-            if abs(wrapper.create_time() - handle.start_time) > 0.01:
+            wrapper = psutil.Process(handle.pid) if handle.pid else None  # None: not here (Ray)
+            if wrapper is not None and abs(wrapper.create_time() - handle.start_time) > 0.01:
                 wrapper = None  # pid reused: never signal it
         except psutil.Error:
             wrapper = None
-        self.kills[name] = KillJob(wrapper, handle.pgid if wrapper else None,
-                                   self.spec(name).run_id, self.grace(name))
+        self.kills[name] = self.kill_job(name, wrapper, handle)
         self.after_kill[name] = outcome
         # Persisted so that a supervisor restarted mid-kill finishes the job.
         self.run_state(name)["kill_requested"] = outcome
+
+    def kill_job(self, name: str, wrapper: psutil.Process | None, handle):
+        """How the run's process tree is ended: here (`KillJob`), or on its node when the
+        launcher runs it elsewhere (Ray: the same KillJob, run by the run's actor)."""
+        remote = getattr(self.launcher, "kill_job", None)
+        if remote is not None:
+            return remote(handle, self.grace(name))
+        return KillJob(wrapper, handle.pgid if wrapper else None, self.spec(name).run_id,
+                       self.grace(name))
 
     def on_killed(self, name: str) -> None:
         del self.kills[name]
@@ -295,7 +305,7 @@ class Supervisor:
             self.restart_first.append(name)
 
     # -- exits, retries, circuit breaker ---------------------------------------------------
-    def on_exit(self, name: str, info: ExitInfo) -> None:
+    def on_exit(self, name: str, info: ExitInfo, why: str = "") -> None:
         r = self.run_state(name)
         r.update(exit_code=info.returncode, signal=info.signal, ended_at=info.ended_at or now())
         if info.recorded and info.returncode == 0:
@@ -303,7 +313,7 @@ class Supervisor:
             self.failure_lines.clear()
             self.log(f"{name}: succeeded (attempt {r['attempt']})")
             return
-        error, last_line = describe_failure(self.run_dir(name), info)
+        error, last_line = (why, why) if why else describe_failure(self.run_dir(name), info)
         r.update(status="failed", error=error)
         self.log(f"{name}: failed (attempt {r['attempt']}): {last_line}")
         self.failure_lines.append(last_line)
@@ -327,6 +337,8 @@ class Supervisor:
     def schedule(self) -> bool:
         sup = self.state["supervisor"]
         launched = False
+        if not sup["stopping"] and not may_launch(self):  # a (nearly) full disk: nothing starts
+            return False
         while not sup["stopping"] and len(self.handles) < self.capacity():
             # An explicit restart is honoured even while launching is paused.
             pending = [n for n in self.restart_first if self.run_state(n)["status"] == "pending"]
@@ -352,15 +364,26 @@ class Supervisor:
         attempt = r["attempt"] + 1
         # Record the intent first: a supervisor killed right after the spawn must find the
         # new wrapper on --resume instead of starting the run a second time.
+        before = {k: r.get(k) for k in ("attempt", "launching", "launched_at")}
         r.update(attempt=attempt, launching=True, launched_at=now(), gpus=share or [])
-        self.write_state()
+        try:
+            self.write_state()
+        except OSError as exc:  # the intent cannot be recorded: no spawn, no attempt counted
+            r.update(before)
+            self.state["supervisor"].update(
+                paused=True, pause_reason=f"{DISK_FULL}: cannot write {self.root / STATE}: {exc}")
+            self.log(f"{name}: not launched: {self.state['supervisor']['pause_reason']}")
+            return
         rotate_logs(self.run_dir(name), attempt)
         visible = None if "devices" not in self.manifest else gpus.visible_devices(share or [])
         try:
             handle = self.launcher.start(self.spec(name, visible), self.run_dir(name), attempt)
         except OSError as exc:
-            r.update(status="failed", launching=False, error=f"could not start: {exc}", ended_at=now())
+            # No process: the attempt number stays, but it is a failure like any other for
+            # the retries and the circuit breaker.
+            r.update(attempt=attempt - 1, launching=False, status="running")
             self.log(f"{name}: could not start: {exc}")
+            self.on_exit(name, ExitInfo(None, None, now(), False), why=f"could not start: {exc}")
             return
         self.handles[name] = handle
         r.update(status="running", launching=False, pid=handle.pid, pgid=handle.pgid,

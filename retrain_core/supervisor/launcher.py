@@ -52,6 +52,7 @@ class ExitInfo:
     signal: int | None
     ended_at: float | None
     recorded: bool  # False: the wrapper vanished without writing exit.json
+    reason: str = ""  # why, when not recorded and the launcher knows (Ray: "node lost: …")
 
 
 class Launcher(Protocol):
@@ -74,6 +75,15 @@ def read_exit(run_dir: Path, attempt: int) -> ExitInfo | None:
     if not isinstance(data, dict) or data.get("attempt") != attempt:
         return None
     return ExitInfo(data.get("returncode"), data.get("signal"), data.get("ended_at"), True)
+
+
+def launcher_for(manifest: dict, log=print):
+    """The campaign's launcher: `[campaign] launcher` as recorded in its manifest."""
+    if manifest.get("launcher", "local") == "ray":
+        from .ray_launcher import RayLauncher  # Ray is an optional extra
+
+        return RayLauncher(manifest, log)
+    return LocalLauncher()
 
 
 class LocalLauncher:

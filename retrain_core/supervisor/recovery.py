@@ -44,7 +44,7 @@ def describe_failure(run_dir: Path, info: ExitInfo) -> tuple[str, str]:
     the signal (the OOM killer named when it did it), else the last stderr line.
     """
     if not info.recorded:
-        head = "the run's wrapper vanished without recording an exit status"
+        head = info.reason or "the run's wrapper vanished without recording an exit status"
     elif info.signal:
         try:
             name = __import__("signal").Signals(info.signal).name
@@ -103,10 +103,14 @@ def adopt_runs(sup) -> None:
             continue
         attempt = r["attempt"]
         handle = None
-        if r["status"] == "running" and same_process(r["pid"], r["proc_start_time"]):
+        reattach = getattr(sup.launcher, "reattach", None)  # a launcher that finds runs by name (Ray)
+        if reattach is not None:
+            handle = reattach(name, sup.run_dir(name), attempt)
+        elif r["status"] == "running" and same_process(r["pid"], r["proc_start_time"]):
             handle = sup.launcher.adopt(name, sup.run_dir(name), attempt, r["pid"],
                                         r["proc_start_time"])
-        handle = handle or _find_wrapper(sup, name, attempt)
+        if reattach is None:
+            handle = handle or _find_wrapper(sup, name, attempt)
         if handle is not None:
             sup.handles[name] = handle
             r.update(status="running", launching=False, pid=handle.pid, pgid=handle.pgid,

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +76,28 @@ def _end_leftovers() -> None:
     _reap_everything_now()
 
 
+def watch_parent(grace_s: float = 30.0) -> None:
+    """Ray runs (RETRAIN_WRAPPER_PARENT_WATCH=1): when the actor that started this wrapper
+    dies (its node shut down, `ray.kill`), nobody would ever stop the run: SIGTERM the run's
+    group (the trainer checkpoints), then SIGKILL whatever is left after `grace_s`."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.killpg(os.getpgrp(), signal.SIGTERM)  # this wrapper only records it
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and psutil.Process().children():
+            time.sleep(0.5)
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     run_dir, attempt, sep, *cmd = argv
     if sep != "--" or not cmd:
@@ -88,6 +111,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(time.time()))
     signal.signal(signal.SIGHUP, lambda *_: None)
     become_subreaper()
+    if os.environ.get("RETRAIN_WRAPPER_PARENT_WATCH") == "1":
+        watch_parent()
     _record(run_dir, attempt)
     ooms_before = oom_kills()  # a SIGKILL with this count moved is the kernel's OOM killer
     env = dict(os.environ, PYTHONUNBUFFERED="1")
