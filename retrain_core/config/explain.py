@@ -99,6 +99,7 @@ def render_text(campaign: Campaign, est) -> str:
     steps_from = ("[campaign].max_steps" if settings.max_steps is not None
                   else "[training].max_steps")
     lines.append(f"  model {base.model.model} · backend {base.backend.backend} · "
+                 f"engine {base.inference.engine} · "
                  f"{base.training.max_steps if settings.max_steps is None else settings.max_steps}"
                  f" steps per run (from {steps_from})")
     if campaign.is_campaign:
