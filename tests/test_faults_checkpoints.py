@@ -55,6 +55,14 @@ def consistent(directory: Path) -> int:
     return step
 
 
+def saved_after(run_dir: Path, step: int) -> bool:
+    saved = run_dir / "saved"
+    try:
+        return int(saved.read_text()) > step
+    except (OSError, ValueError):
+        return False
+
+
 def test_final_checkpoint_survives_sigkill_at_any_instant(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
@@ -66,9 +74,7 @@ def test_final_checkpoint_survives_sigkill_at_any_instant(tmp_path):
     for round_ in range(8):
         proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(last + 1)], env=env)
         try:
-            saved = run_dir / "saved"
-            wait_until(lambda: saved.exists() and int(saved.read_text() or -1) > last, 60,
-                       what="a first save")
+            wait_until(lambda last=last: saved_after(run_dir, last), 60, what="a first save")
             time.sleep(rng.uniform(0.0, 0.3))
         finally:
             proc.send_signal(signal.SIGKILL)

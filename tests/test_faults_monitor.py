@@ -50,7 +50,7 @@ def test_history_is_rebuilt_when_metrics_are_replaced_on_resume(tmp_path):
     snap = watcher.poll_once()
     assert steps(watcher) == list(range(12))  # once each, in order: no zigzag
     assert [v for s, v in watcher.run_history(RUN)["mean_reward"] if s >= 8] == [0.9] * 4
-    plot_steps, values = snap.plot_series[CONDITION]
+    plot_steps, _ = snap.plot_series[CONDITION]
     assert plot_steps == sorted(set(plot_steps)) and plot_steps[-1] == 11
     row = snap.run(RUN)
     assert row.step == 12 and row.metrics["mean_reward"] == 0.9

@@ -81,6 +81,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "campaign.max_retries": NON_NEGATIVE_INT,
     "campaign.gpus_per_run": POSITIVE_INT,
     "campaign.grace_seconds": NON_NEGATIVE,
+    "campaign.min_free_gb": NON_NEGATIVE,
     "campaign.seeds": ("at least one seed", lambda v: len(v) > 0),
     "campaign.conditions": ("at least one condition", lambda v: len(v) > 0),
     "backend.devices": ('"auto", "cpu", "mps", "cuda", "cuda:N" or a GPU list "cuda:0,1,…"',

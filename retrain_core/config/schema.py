@@ -50,6 +50,7 @@ class CampaignSection:
     max_retries: int = 0
     gpus_per_run: int = 1  # each run's share of the [backend] devices pool
     grace_seconds: float = 0.0  # SIGTERM-to-SIGKILL grace; 0 = max(30 s, 3 × the run's median step)
+    min_free_gb: float = 1.0  # below this much free disk the supervisor pauses launching
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
     on_stall: str = "flag"  # a running run without new metrics for max(5 min, 5 × median step): "flag" | "restart"
     rules: list[dict] = field(default_factory=list)  # [[campaign.rules]] when = "…", action = "kill" | "pause" | "notify"

@@ -12,6 +12,7 @@ from retrain_core.plan import effective_parallelism, eta_seconds
 from retrain_core.tail import read_last_records
 
 from . import api
+from .diskspace import low_space, min_free_gb
 from .files import read_json
 from .validate import finite_or_none, json_safe, read_campaign
 
@@ -92,13 +93,21 @@ def campaign_summary(root: Path) -> dict:
         sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0)) for r in left),
         [r["step_time_s"] for r in runs], width)) if left else None
     alive = api.supervisor_alive(root)
-    if not alive:
-        eta = None  # nothing is progressing
+    heartbeat = finite_or_none(sup.get("heartbeat"))
+    # A live supervisor writes state.json every second: an old one means it cannot (a full
+    # disk), and the runs it shows as running may be long dead.
+    stale = alive and heartbeat is not None and time.time() - heartbeat > STALE_STATE_S
+    if stale:
+        problems = [*problems, (f"{root / 'state.json'} has not been updated for "
+                               f"{time.time() - heartbeat:.0f} s although the supervisor runs: "
+                               f"what it says may be out of date (is the disk full?)")]
+    if not alive or stale:
+        eta = None  # nothing is progressing, or nothing we can see
         for r in runs:
             r["eta_s"] = None
-    heartbeat = finite_or_none(sup.get("heartbeat"))
     return {"dir": str(root), "campaign": str(manifest.get("campaign") or root.name),
             "problems": problems,
+            "disk": low_space(root, min_free_gb(manifest)) if manifest else "",
             "created": manifest.get("created"),
             "supervisor": {"alive": alive, "pid": sup.get("pid"),
                            "paused": sup.get("paused", False), "pause_reason": sup.get("pause_reason", ""),
@@ -109,6 +118,9 @@ def campaign_summary(root: Path) -> dict:
                 manifest.get("squeeze") if isinstance(manifest.get("squeeze"), dict) else {}
             ).get("recommended_rank")},
             "runs": runs}
+
+
+STALE_STATE_S = 30.0
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -133,6 +145,8 @@ def print_campaign(c: dict) -> None:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(c["counts"].items()))
     print(f"{c['campaign']}  [{state}]  {counts}  ETA {_fmt_eta(c['eta_s'])}")
     print(f"  {c['dir']}")
+    if c["disk"]:
+        print(f"  ! {c['disk']}")
     for problem in c["problems"]:
         print(f"  ! {problem}")
     sq = c["squeeze"]
