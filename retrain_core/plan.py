@@ -2,12 +2,14 @@
 
 The median step time comes, in order of precedence, from an explicit `step_time_s`, an
 explicit GPU preset, pilot runs found under the logs directory (same model and
-B, G, max_tokens), a GPU detected with `nvidia-smi` (only when asked), or nowhere
-("unknown": counts are still given, hours are not). The estimate states its source.
+B, G, max_tokens), the machine's preset when asked to detect it (its GPU by `nvidia-smi`,
+or the CPU preset when there is no GPU), or nowhere ("unknown": counts are still given,
+hours are not). The estimate states its source.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -26,6 +28,11 @@ from .config import Campaign
 GPU_PRESETS: dict[str, float] = {"h100": 15.1, "a100": 25.2, "4090": 45.4}
 PRESET_TOKEN_BUDGET = 8 * 16 * 10240
 GPU_NAME_MARKERS = {"h100": "H100", "a100": "A100", "4090": "4090"}
+# The CPU preset: median seconds per step of configs/demo.toml's shape (builtin:tiny-arith,
+# B=4, G=8, max_tokens=40) on an idle 2-core box, one run at a time (docs/BENCHMARKS.md has
+# the command). Scaled by the token budget like the GPU presets; a loaded box is slower.
+CPU_PRESET_S = 0.9
+CPU_PRESET_TOKEN_BUDGET = 4 * 8 * 40
 
 
 @dataclass
@@ -55,6 +62,8 @@ def token_budget(batch_size: int, group_size: int, max_tokens: int) -> int:
 
 def preset_step_time(gpu: str, budget: int) -> float:
     """The GPU preset scaled linearly from the docs' 8×16×10240 profile to `budget`."""
+    if gpu == "cpu":
+        return CPU_PRESET_S * budget / CPU_PRESET_TOKEN_BUDGET
     return GPU_PRESETS[gpu] * budget / PRESET_TOKEN_BUDGET
 
 
@@ -102,28 +111,66 @@ def _step_times(metrics: Path) -> list[float]:
 
 def find_pilots(logs_dir: str | Path, shape: tuple) -> tuple[list[float], list[str]]:
     """Step times of non-skipped steps of every run under `logs_dir` with this shape."""
-    times: list[float] = []
-    files: list[str] = []
-    root = Path(logs_dir)
-    if not root.is_dir():
-        return times, files
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "checkpoints")  # adapters, not logs
-        run_dir = Path(dirpath)
-        if ("metrics.jsonl" in filenames and "config.toml" in filenames
-                and _shape_of(run_dir / "config.toml") == shape):
-            found = _step_times(run_dir / "metrics.jsonl")
-            if found:
+    index = PilotIndex(logs_dir)
+    index.refresh()
+    return index.find(shape)
+
+
+class PilotIndex:
+    """Pilot runs under a logs directory, kept between estimates: `refresh` walks the
+    directory and re-reads only the runs whose config.toml or metrics.jsonl changed, `find`
+    reads nothing. The TUI estimates on every keystroke and refreshes on a timer, so typing
+    never waits on a walk of a large logs/ and a parse of every metrics.jsonl."""
+
+    def __init__(self, logs_dir: str | Path):
+        self.logs_dir = Path(logs_dir)
+        self.reads = 0  # metrics.jsonl files parsed so far (tests check that typing adds none)
+        # run dir -> (stamps of its two files, shape, step times); replaced whole, so a
+        # reader in another thread sees the old mapping or the new one.
+        self._runs: dict[Path, tuple[tuple, tuple | None, list[float]]] = {}
+
+    def refresh(self) -> bool:
+        """Bring the index up to date; True when some pilot appeared, changed or went."""
+        runs: dict[Path, tuple[tuple, tuple | None, list[float]]] = {}
+        if self.logs_dir.is_dir():
+            for dirpath, dirnames, filenames in os.walk(self.logs_dir):
+                dirnames[:] = sorted(d for d in dirnames if d != "checkpoints")  # adapters
+                if "metrics.jsonl" not in filenames or "config.toml" not in filenames:
+                    continue
+                run_dir = Path(dirpath)
+                try:
+                    stamp = tuple((st.st_mtime_ns, st.st_size) for st in (
+                        (run_dir / "config.toml").stat(), (run_dir / "metrics.jsonl").stat()))
+                except OSError:
+                    continue  # removed while we looked
+                known = self._runs.get(run_dir)
+                if known is not None and known[0] == stamp:
+                    runs[run_dir] = known
+                    continue
+                self.reads += 1
+                runs[run_dir] = (stamp, _shape_of(run_dir / "config.toml"),
+                                 _step_times(run_dir / "metrics.jsonl"))
+        changed = runs != self._runs
+        self._runs = runs
+        return changed
+
+    def find(self, shape: tuple) -> tuple[list[float], list[str]]:
+        """Step times and metrics files of the indexed runs with this shape."""
+        times: list[float] = []
+        files: list[str] = []
+        for run_dir, (_, run_shape, found) in self._runs.items():
+            if run_shape == shape and found:
                 times.extend(found)
                 files.append(str(run_dir / "metrics.jsonl"))
-    return times, files
+        return times, files
 
 
 def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | None = None,
-             logs_dir: str | Path = "logs", detect: bool = False) -> CapacityEstimate:
+             logs_dir: str | Path = "logs", detect: bool = False,
+             pilots: PilotIndex | None = None) -> CapacityEstimate:
     """SPEC §7 capacity estimate; `detect` lets `nvidia-smi` pick a preset after pilots."""
-    if gpu is not None and gpu not in GPU_PRESETS:
-        raise ValueError(f"unknown GPU preset {gpu!r}; known: {', '.join(GPU_PRESETS)}")
+    if gpu is not None and gpu not in GPU_PRESETS and gpu != "cpu":
+        raise ValueError(f"unknown preset {gpu!r}; known: {', '.join(GPU_PRESETS)}, cpu")
     runs = campaign.runs
     settings = campaign.settings
     first = runs[0].config.training
@@ -143,16 +190,17 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
         per_shape = {s: preset_step_time(gpu, token_budget(*s[1:])) for s in shapes}
     else:
         for shape in shapes:
-            times, files = find_pilots(logs_dir, shape)
+            times, files = pilots.find(shape) if pilots else find_pilots(logs_dir, shape)
             per_shape[shape] = statistics.median(times) if times else None
             pilot_files.extend(files)
         if all(v is not None for v in per_shape.values()):
             source = "pilot"
             detail = f"median step time of {len(pilot_files)} pilot run(s) under {logs_dir}"
         else:
-            found = detect_gpu() if detect else None
+            found = detect_preset() if detect else None
             if found:
-                source, detail = f"preset:{found}", _preset_detail(found, "detected with nvidia-smi")
+                source, detail = f"preset:{found}", _preset_detail(
+                    found, "no GPU found" if found == "cpu" else "detected with nvidia-smi")
                 per_shape = {s: preset_step_time(found, token_budget(*s[1:])) for s in shapes}
             else:
                 per_shape, pilot_files = {}, []
@@ -174,12 +222,26 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
         pilot_files=sorted(set(pilot_files)), detail=detail)
 
 
+@functools.lru_cache(maxsize=1)
+def detect_preset() -> str | None:
+    """The preset for this machine: its GPU's, `cpu` when there is no `nvidia-smi` at all,
+    None for a GPU without a preset. Asked once per process: the TUI estimates on every
+    keystroke and the hardware does not change under it."""
+    found = detect_gpu()
+    if found is None and not shutil.which("nvidia-smi"):
+        return "cpu"
+    return found
+
+
 def _run_shape(run) -> tuple:
     t = run.config.training
     return (run.config.model.model, t.batch_size, t.group_size, t.max_tokens)
 
 
 def _preset_detail(gpu: str, how: str) -> str:
+    if gpu == "cpu":
+        return (f"CPU preset ({how}): {CPU_PRESET_S} s/step for the tiny model at 4×8×40 "
+                "tokens on 2 idle cores, scaled by the token budget; slower on a busy box")
     return (f"{gpu.upper()} preset ({how}): {GPU_PRESETS[gpu]} s/step at 8×16×10240 tokens, "
             "scaled by the token budget")
 

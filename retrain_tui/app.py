@@ -9,6 +9,7 @@ quitting never stops a campaign.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -30,8 +31,10 @@ class RetrainApp(App):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "retrain-tui"
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False),
+        Binding("question_mark", "help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False,
+                tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
     def __init__(self, target: str | Path | None = None, logs_dir: str | Path = "logs",
@@ -44,6 +47,7 @@ class RetrainApp(App):
         self.poll_interval = poll_interval
         self.strict = strict  # tests: let exceptions fail loudly
         self.start_watchers = start_watchers
+        self.campaign_dir: Path | None = None  # the last campaign shown, for `farewell`
 
     def on_mount(self) -> None:
         target = self.target
@@ -77,7 +81,25 @@ class RetrainApp(App):
                      launched: bool = False) -> None:
         from retrain_tui.screens.monitor import MonitorScreen
 
+        self.campaign_dir = Path(directory)
         self._show(MonitorScreen(Path(directory), launched=launched), replace)
+
+    def farewell(self) -> str:
+        """What the terminal shows after the app closes: where the campaign is and how to
+        come back to it (quitting never stops it)."""
+        if self.campaign_dir is None:
+            return ""
+        shown = _relative(self.campaign_dir)
+        from retrain_tui.watcher import supervisor_api
+
+        try:
+            alive = bool(supervisor_api().supervisor_alive(self.campaign_dir))
+        except Exception:  # noqa: BLE001 - a farewell must not fail
+            alive = False
+        state = "still running" if alive else "not running"
+        return (f"campaign {shown} ({state})\n"
+                f"re-attach: retrain-tui {shlex.quote(shown)}\n"
+                f"status:    retrain status {shlex.quote(shown)}")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -92,12 +114,18 @@ class RetrainApp(App):
 
     # -- command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        commands = getattr(screen, "campaign_commands", None)
-        if commands is not None:
-            for title, help_text, callback in commands():
-                yield SystemCommand(title, help_text, callback)
-        yield SystemCommand("Keys", "Show every key binding (?)", self.action_help)
+        """Textual's own (theme, screenshot, maximize) and every action of the screen once:
+        its Quit asks about unsaved changes and its Keys is our help screen, so Textual's
+        commands of those names are left out."""
+        from retrain_tui.commands import palette_commands
+
+        ours = palette_commands(screen)
+        titles = {title for title, _, _ in ours} | {"Keys", "Quit"}
+        for command in super().get_system_commands(screen):
+            if command.title not in titles:
+                yield command
+        for title, help_text, callback in ours:
+            yield SystemCommand(title, help_text, callback)
 
     # -- errors -----------------------------------------------------------------------------
     def _handle_exception(self, error: Exception) -> None:
@@ -109,6 +137,13 @@ class RetrainApp(App):
         self._return_code = 1
         self.fatal_error = f"{type(error).__name__}: {error}"
         self.exit(return_code=1)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - never a traceback on the user's terminal
         print(f"retrain-tui: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    note = app.farewell()
+    if note:
+        print(note)
     if getattr(app, "fatal_error", ""):
         print(f"retrain-tui: {app.fatal_error} (any campaign keeps running)", file=sys.stderr)
         return 1

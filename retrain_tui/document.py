@@ -67,6 +67,35 @@ def _first_header_offset(text: str) -> int:
     return len(text)
 
 
+def _merge(item, new: dict) -> None:
+    """Make the tomlkit table `item` equal to `new`, rewriting only what changed."""
+    for key in [k for k in item if k not in new]:
+        del item[key]
+    for key, value in new.items():
+        old = item.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            _merge(old, value)
+        elif key not in item or not (to_plain(old) == value
+                                     and type(to_plain(old)) is type(value)):
+            item[key] = value
+
+
+def _insert_near(table, key: str, value: Any, before: str | None, after: str | None) -> None:
+    """Put `key` back after `before` (or ahead of `after`) when that neighbour is still there."""
+    body = table.value
+    try:
+        if before is not None and before in table:
+            body._insert_after(before, key, value)
+            return
+        if after is not None and after in table:
+            at = next(i for i, (k, _) in enumerate(body.body) if k is not None and k.key == after)
+            body._insert_at(at, key, value)
+            return
+    except Exception:  # noqa: BLE001 - tomlkit internals: fall back to the end of the table
+        pass
+    table[key] = value
+
+
 class CampaignDocument:
     """Editable view of one campaign TOML file."""
 
@@ -90,6 +119,7 @@ class CampaignDocument:
         self._campaign_doc = self._parse_campaign()
         self._base_text = self.pre + self.post
         self._base_edited = False
+        self._vacated: dict[str, tuple[str | None, str | None]] = {}  # key -> (before, after)
 
     def _split_is_clean(self) -> bool:
         try:
@@ -187,15 +217,23 @@ class CampaignDocument:
         return to_plain(table[key])
 
     def set(self, key: str, value: Any) -> None:
-        """Set one campaign key (None removes it: the default applies)."""
+        """Set one campaign key (None removes it: the default applies). A key cleared and
+        typed again goes back to its old place, not to the end of the table."""
         table = self._table(create=value is not None)
         if table is None:
             return
         if value is None:
             if key in table:
+                # body order: tomlkit's keys() lists a re-inserted key last
+                keys = [k.key for k, _ in table.value.body if k is not None]
+                at = keys.index(key)
+                self._vacated[key] = (keys[at - 1] if at else None,
+                                      keys[at + 1] if at + 1 < len(keys) else None)
                 del table[key]
         elif key in table and to_plain(table[key]) == value and type(to_plain(table[key])) is type(value):
             return
+        elif key not in table and key in self._vacated:
+            _insert_near(table, key, value, *self._vacated.pop(key))
         else:
             table[key] = value
         self._commit()
@@ -271,9 +309,14 @@ class CampaignDocument:
             self._commit()
 
     def replace_condition(self, index: int, cond: dict) -> None:
+        """Change a condition in place: keys that keep their value keep their spelling
+        (`5e-4` stays `5e-4`, dotted `sepa.steps = 10` stays dotted) and their order."""
         arr = self._condition_array()
         if 0 <= index < len(arr):
-            arr[index] = self._condition_item(cond, arr)
+            if isinstance(arr[index], dict):
+                _merge(arr[index], cond)
+            else:
+                arr[index] = self._condition_item(cond, arr)
             self._commit()
 
     def move_condition(self, index: int, delta: int) -> int:

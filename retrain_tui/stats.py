@@ -67,6 +67,13 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_seconds(value: float | None) -> str:
+    """Seconds in one fixed format, `0.00`..`123.45`: a column never mixes in `1.2e-04`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"
+
+
 def format_mean_ci(mean: float, half: float, digits: int = 2) -> str:
     """Compact, `0.53±0.79`: the condition table must fit half of a 100-column screen."""
     if math.isnan(mean):
@@ -74,3 +81,12 @@ def format_mean_ci(mean: float, half: float, digits: int = 2) -> str:
     if math.isnan(half):
         return format_number(mean, digits)
     return f"{mean:.{digits}f}±{half:.{digits}f}"
+
+
+def ellipsize(text: str, width: int, keep_tail: int = 0) -> str:
+    """`text` cut to `width` characters with an ellipsis where it was cut: at the end, or
+    before the last `keep_tail` characters (a run name keeps its `_s42`)."""
+    if len(text) <= width:
+        return text
+    tail = text[len(text) - keep_tail:] if 0 < keep_tail < width else ""
+    return text[:max(width - 1 - len(tail), 0)] + "…" + tail

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from retrain_core.plan import detect_preset
 from retrain_tui.app import RetrainApp
+from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.document import CampaignDocument
 from retrain_tui.screens.editor import EditorScreen
 
@@ -110,11 +112,18 @@ async def test_add_duplicate_move_delete_condition(demo_copy: Path, tmp_path: Pa
         assert table.cursor_row == 2
         assert screen.document.conditions()[2] == {"advantage_mode": "grpo",
                                                    "transform_mode": "none"}
-        await pilot.press("delete")
+        await pilot.press("delete")  # asks first: "n" keeps the condition
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "Delete condition 3" in str(
+            app.screen.query_one(".dialog-title").render())
+        await pilot.press("n")
+        await pilot.pause()
+        assert len(screen.document.conditions()) == 7
+        await pilot.press("delete", "y")
         await pilot.pause()
         assert len(screen.document.conditions()) == 6 and not screen.problems
         table.move_cursor(row=5)
-        await pilot.press("delete")
+        await pilot.press("delete", "y")
         await pilot.pause()
         assert len(screen.document.conditions()) == 5
         assert screen.document.full_text().count("advantage_mode") == 5
@@ -211,7 +220,10 @@ async def test_plan_panel_updates_with_step_time(demo_copy: Path, tmp_path: Path
         screen = app.screen
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert "source: unknown" in str(screen.query_one("#plan-body").render())
+        # no pilots, no choice: this machine's preset (cpu without nvidia-smi), else unknown
+        machine = detect_preset()
+        expected = f"source: preset:{machine}" if machine else "source: unknown"
+        assert expected in str(screen.query_one("#plan-body").render())
         await set_input(pilot, "#plan-step-time", "2")
         await app.workers.wait_for_complete()
         await pilot.pause()

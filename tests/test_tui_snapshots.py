@@ -106,14 +106,20 @@ def campaign_dir() -> Path:
     return next(Path("logs").glob("campaign_*"))
 
 
+async def settle_on_cpu(pilot) -> None:
+    """The CPU preset chosen: "auto" would show whatever this machine detects."""
+    pilot.app.screen.query_one("#plan-gpu").value = "cpu"
+    await settle(pilot)
+
+
 def test_editor_100x30(workdir, snap_compare) -> None:
     assert snap_compare(app_for(Path("configs/demo.toml")), terminal_size=(100, 30),
-                        run_before=settle)
+                        run_before=settle_on_cpu)
 
 
 def test_editor_80x24(workdir, snap_compare) -> None:
     assert snap_compare(app_for(Path("configs/demo.toml")), terminal_size=(80, 24),
-                        run_before=settle)
+                        run_before=settle_on_cpu)
 
 
 def test_editor_base_toml_with_problem_100x30(workdir, snap_compare) -> None:

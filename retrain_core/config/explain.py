@@ -22,8 +22,9 @@ SHOWN_IN_LABEL = {"algorithm.advantage_mode", "algorithm.transform_mode"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="campaign or single-run TOML file")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of text")
-    parser.add_argument("--gpu", choices=["h100", "a100", "4090"],
-                        help="use this GPU's step-time preset (scaled by the token budget)")
+    parser.add_argument("--gpu", choices=["h100", "a100", "4090", "cpu"],
+                        help="use this step-time preset (scaled by the token budget); without "
+                             "it, pilots, then this machine's GPU, or cpu when it has none")
     parser.add_argument("--step-time", type=float, metavar="S", dest="step_time",
                         help="median seconds per step to plan with (beats --gpu and pilots)")
     parser.add_argument("--logs-dir", default="logs", metavar="DIR",
@@ -82,6 +83,38 @@ def explain_dict(campaign: Campaign, est) -> dict[str, Any]:
     }
 
 
+def filled_defaults(campaign: Campaign, raw: dict) -> list[str]:
+    """One sentence per default that fills a gap the file leaves, for the choices that
+    decide what a launch costs: a campaign without conditions is the 5-condition ablation
+    × 8 seeds, an unset model is Qwen3-4B, unset steps are 500. `raw` is the parsed file."""
+    notes = []
+    table = raw.get("campaign") if isinstance(raw.get("campaign"), dict) else None
+    if campaign.is_campaign and table is not None:
+        if "conditions" not in table:
+            notes.append(f"no conditions given: the default {len(campaign.conditions)}-condition "
+                         "ablation (" + ", ".join(c.label for c in campaign.conditions) + ")")
+        if "seeds" not in table:
+            notes.append(f"no seeds given: the default {len(campaign.settings.seeds)} seeds")
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if "model" not in model:
+        notes.append(f"no [model].model given: the default {campaign.base.model.model}")
+    training = raw.get("training") if isinstance(raw.get("training"), dict) else {}
+    if "max_steps" not in training and not (table and "max_steps" in table):
+        notes.append(f"no max_steps given: the default {campaign.base.training.max_steps} "
+                     "steps per run")
+    return notes
+
+
+def read_raw(campaign: Campaign) -> dict:
+    """The campaign file as plain TOML (empty when it cannot be read again)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(campaign.source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
 def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
 
@@ -98,6 +131,8 @@ def render_text(campaign: Campaign, est) -> str:
                  f" = {n_runs} run{'s' * (n_runs != 1)}, {est.total_steps:,} steps")
     steps_from = ("[campaign].max_steps" if settings.max_steps is not None
                   else "[training].max_steps")
+    for note in filled_defaults(campaign, read_raw(campaign)):
+        lines.append(f"  default: {note}")
     lines.append(f"  model {base.model.model} · backend {base.backend.backend} · "
                  f"engine {base.inference.engine} · "
                  f"{base.training.max_steps if settings.max_steps is None else settings.max_steps}"

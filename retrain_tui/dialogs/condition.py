@@ -19,7 +19,8 @@ from retrain_tui.toml_values import format_overrides, parse_overrides
 class ConditionDialog(ModalScreen[dict | None]):
     """Dismisses with the condition dict, or None when cancelled."""
 
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "Cancel", id="condition.cancel")]
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "Cancel", id="condition.cancel",
+                tooltip="Close without changing the condition")]
 
     def __init__(self, condition: dict | None = None, title: str = "Condition"):
         super().__init__(classes="dialog-screen")

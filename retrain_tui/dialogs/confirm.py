@@ -15,8 +15,8 @@ class ConfirmDialog(ModalScreen[bool]):
     """Dismisses with True (yes) or False (no)."""
 
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+        Binding("y", "answer(True)", "Yes", id="confirm.yes", tooltip="Answer yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no", tooltip="Answer no"),
     ]
 
     def __init__(self, title: str, body: str = "", yes: str = "Yes", no: str = "No",

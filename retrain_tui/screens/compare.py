@@ -83,12 +83,17 @@ class CompareScreen(Screen):
     #compare-verdicts { height: auto; max-height: 8; padding: 0 1; }
     """
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("b", "cycle_baseline", "Baseline", id="compare_baseline"),
-        Binding("m", "cycle_metric", "Metric", id="compare_metric"),
-        Binding("w", "cycle_window", "Window", id="compare_window"),
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("escape,C", "back", "Back", id="back"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("b", "cycle_baseline", "Baseline", id="compare_baseline",
+                tooltip="Compare against the next condition"),
+        Binding("m", "cycle_metric", "Metric", id="compare_metric",
+                tooltip="Compare on the next metric"),
+        Binding("w", "cycle_window", "Window", id="compare_window",
+                tooltip="Change how many final steps each run's value averages"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("escape,C", "back", "Back", id="back", tooltip="Return to the monitor"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; the campaign keeps running"),
     ]
 
     def __init__(self, monitor):

@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,6 +21,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane, TextArea
 
 from retrain_core.config import ConfigError, Problem, load_campaign_text
+from retrain_core.config.explain import filled_defaults
+from retrain_core.plan import PilotIndex
 from retrain_tui.dialogs.condition import ConditionDialog
 from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.document import CAMPAIGN_SCALARS, CampaignDocument
@@ -34,21 +37,34 @@ from retrain_tui.widgets.seeds_editor import SeedsEditor
 def make_toml_area(text: str) -> TextArea:
     """A TOML code editor; plain text when tree-sitter's TOML grammar is not installed."""
     try:
-        return TextArea.code_editor(text, language="toml", id="base-toml", soft_wrap=False)
+        return TextArea.code_editor(text, language="toml", id="base-toml", soft_wrap=False,
+                                    tab_behavior="focus")
     except Exception:  # noqa: BLE001 - LanguageDoesNotExist and friends: highlighting is a nicety
-        return TextArea.code_editor(text, language=None, id="base-toml", soft_wrap=False)
+        return TextArea.code_editor(text, language=None, id="base-toml", soft_wrap=False,
+                                    tab_behavior="focus")
 
 
 class EditorScreen(Screen):
     AUTO_FOCUS = "#condition-table"  # keyboard first: the screen's keys work at once
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("ctrl+s", "save", "Save", id="save", priority=True),
-        Binding("L", "launch", "Launch", id="launch"),
-        Binding("ctrl+e", "external_editor", "$EDITOR", id="external_editor"),
-        Binding("ctrl+t", "toggle_tab", "Campaign/TOML", id="toggle_tab"),
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("escape", "back", "Back", id="back", show=False),
+        Binding("ctrl+s", "save", "Save", id="save", priority=True,
+                tooltip="Write the TOML file; your layout, comments and spellings stay"),
+        Binding("L", "launch", "Launch", id="launch",
+                tooltip="Start a detached supervisor for this campaign (asks first)"),
+        Binding("ctrl+e", "external_editor", "$EDITOR", id="external_editor",
+                tooltip="Edit the whole file in $VISUAL or $EDITOR"),
+        # priority: the inputs, tables and the TOML editor must not swallow it
+        Binding("ctrl+t", "toggle_tab", "Campaign/Base TOML", id="toggle_tab", priority=True,
+                tooltip="Switch between the campaign form and the base config TOML"),
+        Binding("f2", "toggle_tab_indent", "Tab indents", id="tab_indent", show=False,
+                tooltip="In the TOML editor Tab inserts spaces instead of moving focus "
+                        "(press again to undo)"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui (asks when there are unsaved edits)"),
+        Binding("escape", "back", "Back", id="back", show=False,
+                tooltip="Return to the previous screen (asks when there are unsaved edits)"),
     ]
 
     def __init__(self, path: str | Path):
@@ -57,6 +73,8 @@ class EditorScreen(Screen):
         self.document: CampaignDocument | None = None
         self.campaign = None
         self.problems: list[Problem] = []
+        self.defaults: list[str] = []  # gaps of the file that defaults fill, for the plan
+        self.pilots: PilotIndex | None = None
         self._plan_generation = 0
 
     # -- layout ---------------------------------------------------------------------------
@@ -83,7 +101,12 @@ class EditorScreen(Screen):
         except OSError as exc:
             self.app.notify(f"cannot read {self.path}: {exc}", severity="error")
             text = ""
+        self.pilots = PilotIndex(self.app.logs_dir)
         self.load_text(text)
+        # Pilot step times are read once here and then only for files that changed: the
+        # estimate on each keystroke reads nothing from logs/.
+        self._refresh_pilots()
+        self.set_interval(self.app.poll_interval * 10, self._refresh_pilots)
 
     def load_text(self, text: str, original: str | None = None) -> None:
         self.document = CampaignDocument(text, self.path)
@@ -100,6 +123,7 @@ class EditorScreen(Screen):
         try:
             self.campaign = load_campaign_text(doc.full_text(), doc.path)
             self.problems = []
+            self.defaults = filled_defaults(self.campaign, tomllib.loads(doc.full_text()))
         except ConfigError as exc:
             self.campaign, self.problems = None, list(exc.problems)
         except Exception as exc:  # noqa: BLE001 - a validator bug must not take the editor down
@@ -143,23 +167,30 @@ class EditorScreen(Screen):
         if self.campaign is None:
             panel.show_plan(None, None)
             return
-        panel.show_plan(self.campaign, None, "estimating…")
+        panel.show_plan(self.campaign, None, "estimating…", self.defaults)
         self._estimate(self.campaign, panel.gpu, panel.step_time_s, self._plan_generation)
+
+    @work(thread=True, exclusive=True, group="pilots")
+    def _refresh_pilots(self) -> None:
+        if self.pilots is not None and self.pilots.refresh():
+            self.app.call_from_thread(self.schedule_plan)
 
     @work(thread=True, exclusive=True, group="plan")
     def _estimate(self, campaign, gpu, step_time_s, generation: int) -> None:
         from retrain_core.plan import estimate
 
         try:
+            # detect: pilots first, else this machine's preset (its GPU, or the CPU preset)
             result, error = estimate(campaign, gpu=gpu, step_time_s=step_time_s,
-                                     logs_dir=self.app.logs_dir).to_dict(), ""
+                                     logs_dir=self.app.logs_dir, detect=True,
+                                     pilots=self.pilots).to_dict(), ""
         except Exception as exc:  # noqa: BLE001
             result, error = None, f"estimate failed: {exc}"
         self.app.call_from_thread(self._show_estimate, campaign, result, error, generation)
 
     def _show_estimate(self, campaign, result, error, generation) -> None:
         if generation == self._plan_generation and self.is_attached:
-            self.query_one(PlanPanel).show_plan(campaign, result, error)
+            self.query_one(PlanPanel).show_plan(campaign, result, error, self.defaults)
 
     # -- edits ----------------------------------------------------------------------------
     @on(CampaignFields.Changed)
@@ -195,10 +226,18 @@ class EditorScreen(Screen):
         elif event.op == "duplicate":
             self._after(doc.duplicate_condition(index))
         elif event.op == "delete" and 0 <= index < len(conditions):
-            doc.remove_condition(index)
-            self._after(max(0, index - 1) if index >= len(conditions) - 1 else index)
+            label = self.query_one(ConditionsEditor).label(index)
+            self.app.push_screen(
+                ConfirmDialog(f"Delete condition {index + 1}?", f"{label} and its runs leave "
+                              "the campaign.", yes="Delete", danger=True),
+                lambda yes: yes and self._delete_condition(index))
         elif event.op in ("up", "down"):
             self._after(doc.move_condition(index, -1 if event.op == "up" else 1))
+
+    def _delete_condition(self, index: int) -> None:
+        last = index >= len(self.document.conditions()) - 1
+        self.document.remove_condition(index)
+        self._after(max(0, index - 1) if last else index)
 
     def _after(self, cursor: int | None) -> None:
         self.refresh_views(cursor)
@@ -236,6 +275,16 @@ class EditorScreen(Screen):
     def action_toggle_tab(self) -> None:
         tabs = self.query_one(TabbedContent)
         tabs.active = "tab-base" if tabs.active == "tab-campaign" else "tab-campaign"
+        # Focus goes with the tab: left on a widget of the hidden pane, Textual would move
+        # it to that pane's next widget and the tabs would switch straight back.
+        self.query_one("#base-toml" if tabs.active == "tab-base" else "#condition-table").focus()
+
+    def action_toggle_tab_indent(self) -> None:
+        # Tab moves focus by default: a keyboard user must be able to leave the editor.
+        area = self.query_one("#base-toml", TextArea)
+        area.tab_behavior = "focus" if area.tab_behavior == "indent" else "indent"
+        self.app.notify("Tab inserts indentation in the TOML editor (f2 to undo)"
+                        if area.tab_behavior == "indent" else "Tab moves focus again")
 
     def action_save(self) -> bool:
         try:
@@ -314,8 +363,3 @@ class EditorScreen(Screen):
             ConfirmDialog("Discard unsaved changes?", f"{self.document.path.name} has edits "
                           "that are not saved.", yes="Discard", danger=True),
             lambda yes: yes and then())
-
-    def campaign_commands(self):
-        yield ("Save config", "Write the TOML file (ctrl+s)", self.action_save)
-        yield ("Launch campaign", "Start a supervisor for this config (L)", self.action_launch)
-        yield ("Edit in $EDITOR", "Open the whole file in your editor", self.action_external_editor)

@@ -1,4 +1,5 @@
-"""The help screen: every key binding of the screen underneath, with its id and description."""
+"""The help screen: every key of the screen underneath, with its action and what it does
+(the same list the command palette shows; see `retrain_tui.commands`)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,19 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Label
 
+from retrain_tui.commands import screen_actions
+
 
 def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
-    """(key, id, description) of the screen's and the app's bindings, de-duplicated."""
-    rows, seen = [], set()
-    for source in (screen, screen.app):
-        for binding in getattr(source, "BINDINGS", []):
-            if not isinstance(binding, Binding) or binding.key in seen:
-                continue
-            seen.add(binding.key)
-            key = binding.key_display or screen.app.get_key_display(binding)
-            rows.append((key, binding.id or binding.action, binding.description))
-    return rows
+    """(key, action, description) of every action of `screen`, once each."""
+    return [(a.keys, a.name, a.description) for a in screen_actions(screen)]
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape,question_mark,q", "dismiss_help", "Close", id="help.close")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("escape,question_mark,q", "dismiss_help", "Close", id="help.close",
+                tooltip="Close this list"),
+    ]
 
     def __init__(self, under: Screen):
         super().__init__(classes="dialog-screen")
@@ -36,7 +34,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog help-dialog"):
             yield Label(self._title, classes="dialog-title")
             table = DataTable(id="help-table", cursor_type="row", show_cursor=False)
-            table.add_columns("key", "id", "action")
+            table.add_columns("key", "action", "description")
             for row in self._rows:
                 table.add_row(*row)
             yield table

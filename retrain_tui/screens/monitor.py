@@ -41,22 +41,36 @@ class SnapshotReady(Message):
 class MonitorScreen(Screen):
     AUTO_FOCUS = "#runs-table"
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("enter", "detail", "Detail", id="detail"),
-        Binding("K", "kill", "Kill", id="kill"),
-        Binding("R", "restart", "Restart", id="restart"),
-        Binding("P", "pause", "Pause/resume", id="pause"),
-        Binding("S", "squeeze", "Squeeze", id="squeeze"),
+        Binding("enter", "detail", "Detail", id="detail",
+                tooltip="Plots, logs, generations and config diff of the selected run"),
+        Binding("K", "kill", "Kill", id="kill",
+                tooltip="SIGTERM the selected run's process group (asks first)"),
+        Binding("R", "restart", "Restart", id="restart",
+                tooltip="Restart the selected run from its last checkpoint (asks first)"),
+        Binding("P", "pause", "Pause/resume", id="pause",
+                tooltip="Stop or resume starting new runs (running ones go on)"),
+        Binding("S", "squeeze", "Squeeze", id="squeeze",
+                tooltip="LoRA-Squeeze variance table and recommended rank"),
         Binding("G", "resources", "Resources", id="resources", show=False,
                 tooltip="Host, GPU and per-run CPU/memory/GPU memory"),
-        Binding("C", "compare", "Compare", id="compare"),
-        Binding("f", "cycle_status", "Filter status", id="filter_status", show=False),
-        Binding("c", "cycle_condition", "Filter condition", id="filter_condition", show=False),
-        Binding("o", "cycle_sort", "Sort", id="sort", show=False),
-        Binding("O", "reverse_sort", "Reverse sort", id="reverse_sort", show=False),
-        Binding("m", "cycle_metric", "Plot metric", id="plot_metric", show=False),
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("escape", "back", "Back", id="back", show=False),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("C", "compare", "Compare", id="compare",
+                tooltip="Paired differences vs a baseline condition across seeds"),
+        Binding("f", "cycle_status", "Filter status", id="filter_status", show=False,
+                tooltip="Show runs of one status, then the next; all again at the end"),
+        Binding("c", "cycle_condition", "Filter condition", id="filter_condition", show=False,
+                tooltip="Show runs of one condition, then the next"),
+        Binding("o", "cycle_sort", "Sort", id="sort", show=False,
+                tooltip="Sort the runs by the next column"),
+        Binding("O", "reverse_sort", "Reverse sort", id="reverse_sort", show=False,
+                tooltip="Reverse the order of the runs"),
+        Binding("m", "cycle_metric", "Plot metric", id="plot_metric", show=False,
+                tooltip="Plot the next metric"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("escape", "back", "Back", id="back", show=False,
+                tooltip="Return to the previous screen"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; the campaign keeps running"),
     ]
 
     def __init__(self, directory: Path, launched: bool = False):
@@ -112,7 +126,10 @@ class MonitorScreen(Screen):
 
     @guarded
     def apply_snapshot(self, snap: Snapshot) -> None:
+        was_finished = self.finished
         self.snapshot = snap
+        if self.finished != was_finished:
+            self.refresh_bindings()
         self.query_one(CampaignHeader).show(snap, self.app.clock())
         self._show_runs()
         self.query_one(ConditionTable).show(snap.conditions)
@@ -234,6 +251,18 @@ class MonitorScreen(Screen):
         self.app.exit()  # the campaign keeps running: nothing is sent to the supervisor
 
     # -- remote control ----------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """No supervisor and no run left to go: nothing to kill, restart or pause."""
+        snap = self.snapshot
+        return snap is not None and not snap.alive and not any(
+            r.status in ("pending", "running") for r in snap.runs)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("kill", "restart", "pause") and self.finished:
+            return False  # hidden from the footer, the help and the palette
+        return True
+
     def _require_supervisor(self) -> bool:
         if self.snapshot is None or not self.snapshot.alive:
             self.app.notify("the supervisor is not running (read-only); resume the campaign "
@@ -297,14 +326,8 @@ class MonitorScreen(Screen):
         self.app.call_from_thread(self.app.notify, "supervisor resumed")
         self.watcher.poke()
 
-    def campaign_commands(self):
-        yield ("Kill selected run", "SIGTERM the selected run (K)", self.action_kill)
-        yield ("Restart selected run", "Restart it from its checkpoint (R)", self.action_restart)
-        yield ("Pause / resume launching", "Stop or resume starting new runs (P)",
-               self.action_pause)
-        yield ("Squeeze panel", "LoRA-Squeeze variance table (S)", self.action_squeeze)
-        yield ("Compare conditions", "Paired differences vs a baseline across seeds (C)",
-               self.action_compare)
-        yield ("Run detail", "Plots, logs, generations and config diff (enter)",
-               self.action_detail)
-        yield ("Resume supervisor", "Start a supervisor that adopts the runs", self.resume)
+    def extra_commands(self):
+        """Palette commands without a key (the keys' actions are listed from BINDINGS)."""
+        if self.snapshot is not None and not self.snapshot.alive and not self.finished:
+            yield ("Resume supervisor", "Start a supervisor that adopts the unfinished runs",
+                   self.resume)

@@ -44,9 +44,12 @@ def campaign_summary(directory: Path) -> str:
 
 class PickerScreen(Screen):
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("r", "rescan", "Rescan", id="rescan"),
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("r", "rescan", "Rescan", id="rescan",
+                tooltip="Look for campaigns and configs again"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
     def __init__(self, logs_dir: Path):

@@ -33,11 +33,15 @@ def generations_text(records: list[dict]) -> str:
 
 class RunDetailScreen(Screen):
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("K", "kill", "Kill", id="detail.kill"),
-        Binding("R", "restart", "Restart", id="detail.restart"),
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("escape", "back", "Back", id="back"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("K", "kill", "Kill", id="detail.kill",
+                tooltip="SIGTERM this run's process group (asks first)"),
+        Binding("R", "restart", "Restart", id="detail.restart",
+                tooltip="Restart this run from its last checkpoint (asks first)"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("escape", "back", "Back", id="back", tooltip="Return to the monitor"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
     def __init__(self, monitor, run: str):
@@ -131,7 +135,3 @@ class RunDetailScreen(Screen):
 
     def action_quit(self) -> None:
         self.app.exit()
-
-    def campaign_commands(self):
-        yield ("Kill this run", "SIGTERM this run (K)", self.action_kill)
-        yield ("Restart this run", "Restart from its checkpoint (R)", self.action_restart)

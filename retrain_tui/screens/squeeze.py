@@ -31,9 +31,11 @@ def squeeze_summary(analysis: dict | None, state: dict) -> str:
 
 class SqueezeScreen(Screen):
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("escape,S", "back", "Back", id="back"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("escape,S", "back", "Back", id="back", tooltip="Return to the monitor"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
     def __init__(self, monitor):

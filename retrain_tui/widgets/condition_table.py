@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from retrain_tui.stats import format_mean_ci
+from retrain_tui.stats import ellipsize, format_mean_ci
+
+LABEL_WIDTH = 24  # longer labels end with an ellipsis: the table shares the row with a plot
 
 
 def status_summary(statuses: dict) -> str:
@@ -24,7 +26,7 @@ class ConditionTable(DataTable):
         self.add_columns("condition", "correct±CI", "reward±CI", "steps", "runs")
 
     def show(self, conditions: list) -> None:
-        rows = [(c.label, format_mean_ci(*c.correct), format_mean_ci(*c.reward),
+        rows = [(ellipsize(c.label, LABEL_WIDTH), format_mean_ci(*c.correct), format_mean_ci(*c.reward),
                  f"{c.steps_done}/{c.steps_total}", status_summary(c.statuses))
                 for c in conditions]
         if rows == self._rows:

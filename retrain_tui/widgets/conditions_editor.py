@@ -11,17 +11,28 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Label
 
+from retrain_tui.stats import ellipsize
 from retrain_tui.toml_values import format_overrides
+
+# Widest label and overrides cells; longer ones end with an ellipsis (the dialog shows all).
+LABEL_WIDTH = 30
+OVERRIDES_WIDTH = 30
 
 
 class ConditionsEditor(Widget):
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("a", "op('add')", "Add condition", id="conditions.add", show=False),
-        Binding("d", "op('duplicate')", "Duplicate", id="conditions.duplicate", show=False),
-        Binding("delete", "op('delete')", "Delete", id="conditions.delete", show=False),
-        Binding("e", "op('edit')", "Edit", id="conditions.edit", show=False),
-        Binding("ctrl+up", "op('up')", "Move up", id="conditions.up", show=False),
-        Binding("ctrl+down", "op('down')", "Move down", id="conditions.down", show=False),
+        Binding("a", "op('add')", "Add condition", id="conditions.add", show=False,
+                tooltip="Add a condition after the last one"),
+        Binding("d", "op('duplicate')", "Duplicate condition", id="conditions.duplicate",
+                show=False, tooltip="Copy the selected condition below it"),
+        Binding("delete", "op('delete')", "Delete condition", id="conditions.delete",
+                show=False, tooltip="Remove the selected condition (asks first)"),
+        Binding("e", "op('edit')", "Edit condition", id="conditions.edit", show=False,
+                tooltip="Change the selected condition's modes and overrides"),
+        Binding("ctrl+up", "op('up')", "Move condition up", id="conditions.up", show=False,
+                tooltip="Swap the selected condition with the one above"),
+        Binding("ctrl+down", "op('down')", "Move condition down", id="conditions.down",
+                show=False, tooltip="Swap the selected condition with the one below"),
     ]
 
     class Requested(Message):
@@ -34,6 +45,7 @@ class ConditionsEditor(Widget):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._rows: list[tuple] = []
+        self._labels: list[str] = []  # in full, for the dialogs
 
     def compose(self) -> ComposeResult:
         yield Label("conditions", classes="section-label")
@@ -51,12 +63,14 @@ class ConditionsEditor(Widget):
 
     def load(self, conditions: list[dict], labels: list[str] | None, cursor: int | None = None
              ) -> None:
-        rows = []
+        rows, self._labels = [], []
         for i, cond in enumerate(conditions):
             label = labels[i] if labels and i < len(labels) else (
                 f"{cond.get('advantage_mode', '?')}+{cond.get('transform_mode', '?')}")
-            rows.append((str(i + 1), label, str(cond.get("advantage_mode", "")),
-                         str(cond.get("transform_mode", "")), format_overrides(cond)))
+            self._labels.append(label)
+            rows.append((str(i + 1), ellipsize(label, LABEL_WIDTH),
+                         str(cond.get("advantage_mode", "")), str(cond.get("transform_mode", "")),
+                         ellipsize(format_overrides(cond), OVERRIDES_WIDTH)))
         table = self.query_one("#condition-table", DataTable)
         if rows != self._rows:
             keep = table.cursor_row if cursor is None else cursor
@@ -68,6 +82,9 @@ class ConditionsEditor(Widget):
                 table.move_cursor(row=max(0, min(keep, len(rows) - 1)), animate=False)
         elif cursor is not None:
             table.move_cursor(row=cursor, animate=False)
+
+    def label(self, index: int) -> str:
+        return self._labels[index] if 0 <= index < len(self._labels) else f"condition {index + 1}"
 
     def mark(self, bad_rows: set[int], whole: bool = False) -> None:
         self.query_one("#condition-table").set_class(bool(bad_rows) or whole, "-invalid")

@@ -15,21 +15,23 @@ from textual.widgets import Input, Label, Select, Static
 
 from retrain_tui.stats import format_duration
 
-GPU_CHOICES = [("H100", "h100"), ("A100", "a100"), ("RTX 4090", "4090")]
+GPU_CHOICES = [("H100", "h100"), ("A100", "a100"), ("RTX 4090", "4090"), ("CPU", "cpu")]
 
 
 def _hours(hours: float | None) -> str:
     return "unknown" if hours is None else format_duration(hours * 3600)
 
 
-def plan_text(campaign, estimate: dict | None) -> str:
-    """Plain text of the plan (also used by tests)."""
+def plan_text(campaign, estimate: dict | None, defaults: list[str] = ()) -> str:
+    """Plain text of the plan (also used by tests); `defaults` are the gaps of the file
+    that defaults fill (`retrain_core.config.explain.filled_defaults`)."""
     if campaign is None:
         return "fix the problems below to see the plan"
     seeds = list(campaign.settings.seeds)
     labels = [c.label for c in campaign.conditions]
-    lines = [f"{len(labels)} conditions × {len(seeds)} seeds = {len(campaign.runs)} runs",
-             "seeds: " + ", ".join(str(s) for s in seeds)]
+    lines = [f"{len(labels)} conditions × {len(seeds)} seeds = {len(campaign.runs)} runs"]
+    lines += [f"default: {note}" for note in defaults]
+    lines.append("seeds: " + ", ".join(str(s) for s in seeds))
     lines += [f" {i + 1}. {label}" for i, label in enumerate(labels)]
     if estimate:
         e = estimate
@@ -51,7 +53,7 @@ def plan_text(campaign, estimate: dict | None) -> str:
             f"sequential       {_hours(e.get('sequential_hours'))}",
             f"source: {e['step_time_source']}",
             # the core's hint names CLI flags; here the inputs above do the same
-            "no step time yet: pick a GPU or type s/step above"
+            "no step time yet: pick a GPU or CPU, or type s/step above"
             if e["step_time_source"] == "unknown" else e.get("detail", ""),
         ]
     return "\n".join(lines)
@@ -85,8 +87,9 @@ class PlanPanel(Widget):
             return None
         return value if value > 0 else None
 
-    def show_plan(self, campaign, estimate: dict | None, error: str = "") -> None:
-        text = plan_text(campaign, estimate)
+    def show_plan(self, campaign, estimate: dict | None, error: str = "",
+                  defaults: list[str] = ()) -> None:
+        text = plan_text(campaign, estimate, defaults)
         if error:
             text += f"\n{error}"
         self.query_one("#plan-body", Static).update(text)

@@ -3,6 +3,7 @@ posts `ProblemsList.Jump` so the editor can focus the offending field."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
@@ -27,7 +28,8 @@ class ProblemsList(OptionList):
         for i, p in enumerate(problems):
             where = f"L{p.line}" if p.line else "file"
             key = f" {p.key}:" if p.key else ""
-            self.add_option(Option(f"✗ {where}{key} {p.message}", id=f"problem-{i}"))
+            # Text, not a markup string: `unknown key in [sepa]` must keep its `[sepa]`.
+            self.add_option(Option(Text(f"✗ {where}{key} {p.message}"), id=f"problem-{i}"))
         if not problems:
             self.add_option(Option("✓ valid: no problems", id="problem-none", disabled=True))
         self.set_class(not problems, "-empty")

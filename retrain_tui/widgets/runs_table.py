@@ -12,7 +12,7 @@ import math
 from rich.text import Text
 from textual.widgets import DataTable
 
-from retrain_tui.stats import format_duration, format_number
+from retrain_tui.stats import ellipsize, format_duration, format_number, format_seconds
 
 STATUS_STYLES = {"pending": "dim", "running": "bold cyan", "succeeded": "bold green",
                  "failed": "bold red", "killed": "bold magenta"}
@@ -26,6 +26,9 @@ STATUS_ORDER = {"failed": 0, "running": 1, "pending": 2, "killed": 3, "succeeded
 # Below this width the condition and seed columns are left out: the run name holds both.
 WIDE_ENOUGH = 130
 NARROW_HIDDEN = ("condition", "seed")
+# Widest run name and condition label; longer ones are cut with an ellipsis (the detail
+# screen shows them in full).
+NAME_WIDTH, LABEL_WIDTH = 30, 24
 
 
 def progress_cell(step: int, max_steps: int, width: int = 6) -> Text:
@@ -33,6 +36,13 @@ def progress_cell(step: int, max_steps: int, width: int = 6) -> Text:
     filled = round(frac * width)
     bar = Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
     return bar + Text(f" {step}/{max_steps or '?'}")
+
+
+def applies_sepa(label: str) -> bool:
+    """Whether a condition label (`adv+transform~overrides`) names a SEPA transform: λ
+    means nothing for the others, so their cell stays blank."""
+    transform = label.split("~", 1)[0].partition("+")[2]
+    return "sepa" in transform
 
 
 def status_cell(row) -> Text:
@@ -47,12 +57,14 @@ def row_cells(row) -> tuple:
     """One cell per entry of COLUMNS."""
     m = row.metrics
     return (
-        row.name, row.condition, str(row.seed),
+        ellipsize(row.name, NAME_WIDTH, keep_tail=len(row.name) - row.name.rfind("_s")),
+        ellipsize(row.condition, LABEL_WIDTH), str(row.seed),
         status_cell(row),
         progress_cell(row.step, row.max_steps),
         format_number(m.get("mean_reward")), format_number(m.get("correct_rate")),
-        format_number(m.get("loss")), format_number(m.get("sepa_lambda"), 2),
-        format_number(m.get("step_time_s"), 2), format_number(m.get("throttle_wait_s"), 2),
+        format_number(m.get("loss")),
+        format_number(m.get("sepa_lambda"), 2) if applies_sepa(row.condition) else "",
+        format_seconds(m.get("step_time_s")), format_seconds(m.get("throttle_wait_s")),
         format_duration(row.eta_s), str(row.attempt),
     )
 

@@ -15,7 +15,8 @@ from retrain_tui.widgets.campaign_fields import format_value, parse_value
 
 
 class SeedsEditor(Widget):
-    BINDINGS: ClassVar[list[Binding]] = [Binding("delete", "remove_seed", "Remove seed", id="seeds.remove", show=False)]
+    BINDINGS: ClassVar[list[Binding]] = [Binding("delete", "remove_seed", "Remove seed", id="seeds.remove", show=False,
+                tooltip="Remove the selected seed")]
 
     class Changed(Message):
         """op is "add", "set" or "remove"; index is the seed's position (add: None)."""
