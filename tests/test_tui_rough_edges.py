@@ -307,6 +307,12 @@ async def test_finished_campaign_says_so_and_hides_controls(tmp_path: Path) -> N
         await pilot.press("K")
         await pilot.pause()
         assert app.screen is screen  # no dialog: the key does nothing on a finished campaign
+        await pilot.press("enter")  # the run detail hides them too
+        await pilot.pause()
+        assert type(app.screen).__name__ == "RunDetailScreen"
+        shown = {b.binding.key for b in app.screen.active_bindings.values()
+                 if b.binding.show and b.enabled}
+        assert "K" not in shown and "R" not in shown and "escape" in shown
 
 
 async def test_lambda_blank_without_sepa_and_one_wait_format(tmp_path: Path) -> None:

@@ -124,6 +124,11 @@ class RunDetailScreen(Screen):
                 for row in diff or [("(no differences)", "", "")]:
                     table.add_row(*row)
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("kill", "restart") and self.monitor.finished:
+            return False  # a finished campaign: nothing to kill or restart
+        return True
+
     def action_kill(self) -> None:
         self.monitor.action_kill(self.run)
 
