@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from textual.binding import Binding
+from textual.command import CommandList
 from textual.widgets import DataTable, TabbedContent, TextArea
 
 import retrain_tui
@@ -88,7 +89,9 @@ async def test_palette_lists_every_action_once(demo_copy: Path, tmp_path: Path) 
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Save")
-        await pilot.pause(0.5)
+        results = app.screen.query_one(CommandList)
+        await wait_until(pilot, lambda: results.highlighted is not None and "Save" in str(
+            results.get_option_at_index(results.highlighted).prompt))
         screen.document.set("max_retries", 3)
         await pilot.press("enter")
         await wait_until(pilot, lambda: "max_retries = 3" in demo_copy.read_text())
