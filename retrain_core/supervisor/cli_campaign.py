@@ -36,8 +36,9 @@ def main(args) -> int:
     from .campdir import LaunchError, create_campaign_dir
     from .daemon import AlreadyRunning, Supervisor
 
-    if args.grace_seconds is not None and not args.grace_seconds >= 0:
-        print(f"retrain campaign: --grace-seconds must be a number >= 0, got {args.grace_seconds}",
+    if args.grace_seconds is not None and not 0 < args.grace_seconds < float("inf"):
+        print(f"retrain campaign: --grace-seconds must be a finite number of seconds > 0, "
+              f"got {args.grace_seconds}",
               file=sys.stderr)
         return 2
     if bool(args.config) == bool(args.resume):

@@ -15,11 +15,31 @@ from pathlib import Path
 
 from retrain_core.tail import tail_lines
 
-from .files import MANIFEST, RUNS, SQUEEZE, atomic_write_json, read_json
+from .files import (
+    MANIFEST,
+    RUNS,
+    SQUEEZE,
+    atomic_write_json,
+    process_start_time,
+    read_json,
+    same_process,
+)
 
 STOPPED = "stopped with the campaign"
 NO_SUCCESS = "no run succeeded"
 SQUEEZE_ENV = "RETRAIN_SQUEEZE_CMD"  # replaces `python -m retrain_core.cli squeeze` (tests)
+# The squeeze command runs behind this prefix: SIGKILL when the supervisor dies (Linux
+# PR_SET_PDEATHSIG, kept across exec), so an analysis never outlives it and a resumed
+# supervisor never finds one still running beside its own. (Not preexec_fn: not
+# thread-safe.)
+DIE_WITH_PARENT = [sys.executable, "-c", (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() == int(sys.argv[1]):\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n")]
 
 
 class SqueezeHook:
@@ -27,9 +47,14 @@ class SqueezeHook:
         self.root, self.manifest, self.state, self.log = root, manifest, state, log
         self.proc: subprocess.Popen | None = None
         sq = state.setdefault("squeeze", {"status": "none", "error": "", "run": ""})
-        # An earlier supervisor died or was stopped mid-analysis: do it again.
+        # An earlier supervisor died or was stopped mid-analysis: do it again, once its
+        # analysis is surely gone (where the death signal is not available it may live on).
         if sq.get("status") == "running" or sq.get("error") in (STOPPED, NO_SUCCESS):
-            sq.update(status="pending", error="")
+            left = same_process(sq.get("pid"), sq.get("start_time"))
+            if left is not None:
+                left.kill()
+                left.wait(10)
+            sq.update(status="pending", error="", pid=None, start_time=None)
 
     @property
     def status(self) -> str:
@@ -69,12 +94,14 @@ class SqueezeHook:
             cmd += ["--wandb-project", cfg["wandb_project"]]
         with open(sq_dir / "squeeze.log", "ab") as log:
             try:
-                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                self.proc = subprocess.Popen([*DIE_WITH_PARENT, str(os.getpid()), *cmd],
+                                             stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 self._finish(False, f"cannot start squeeze: {exc}")
                 return True
-        self.state["squeeze"].update(status="running", run=run, error="")
+        self.state["squeeze"].update(status="running", run=run, error="", pid=self.proc.pid,
+                                     start_time=process_start_time(self.proc.pid))
         self.log(f"squeeze: analysing {adapter.relative_to(self.root)}")
         return True
 
