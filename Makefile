@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean vllm tinker-server
+.PHONY: setup demo test bench clean vllm tinker-server ray
 
 $(BIN)/python:
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
@@ -30,6 +30,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+# `[campaign] launcher = "ray"`: the ray extra, then its tests on a local 3-node Ray cluster
+# (they fail instead of skipping when Ray is missing: RETRAIN_REQUIRE_EXTRAS=1).
+ray: setup
+	$(BIN)/python -m pip install -e ".[ray]"
+	RETRAIN_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -n 0 -q tests/test_ray_stream.py tests/test_ray_campaign.py
 
 bench: setup
 	$(BIN)/python -m pip install -e ".[bench]"

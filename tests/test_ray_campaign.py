@@ -248,3 +248,19 @@ def test_a_lost_node_fails_its_run_which_retries_elsewhere_from_the_copied_check
         assert starts == ["0", "6"]  # the retry resumed from the checkpoint copied to the head
     finally:
         cluster.add_node(num_cpus=1, num_gpus=2)  # the next test gets the full cluster back
+
+
+def test_launch_is_refused_when_the_cluster_cannot_be_reached(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_campaign(tmp_path, seeds=(1,), conditions=1)
+    cfg.write_text(cfg.read_text().replace(
+        "[campaign]\n", f'[campaign]\nlauncher = "ray"\nray_address = "127.0.0.1:{port}"\n', 1))
+    res = retrain(["campaign", cfg, "--logs-dir", tmp_path / "logs"], ray_env(tmp_path), tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "c.toml:2: campaign.launcher" in res.stderr
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "logs").exists()

@@ -109,3 +109,17 @@ def test_a_path_outside_the_run_folder_is_refused(tmp_path):
     else:
         raise AssertionError("a path escaping the run folder was written")
     assert not (tmp_path / "evil").exists()
+
+
+def test_an_unknown_launcher_is_a_config_problem_with_its_line(tmp_path):
+    from retrain_core.config import ConfigError, load_campaign
+
+    path = tmp_path / "c.toml"
+    path.write_text('[campaign]\nseeds = [1]\nlauncher = "slurm"\n')
+    try:
+        load_campaign(path)
+    except ConfigError as exc:
+        (problem,) = [p for p in exc.problems if p.key == "campaign.launcher"]
+        assert problem.line == 3 and '"local", "ray"' in problem.message
+    else:
+        raise AssertionError("launcher = 'slurm' was accepted")

@@ -284,7 +284,7 @@ def launch_problems(campaign: Campaign) -> list[Problem]:
     problems += [Problem(str(campaign.source), line_of(located, key), key, message)
                  for key, message in _environment(campaign)[0]]
     launcher = campaign.settings.launcher
-    reason = REGISTRY.unavailable_reason("launcher", launcher, campaign.base)
+    reason = REGISTRY.unavailable_reason("launcher", launcher, campaign.settings)
     if reason:
         problems.append(Problem(str(campaign.source), line_of(located, "campaign.launcher"),
                                 "campaign.launcher", f'launcher "{launcher}" cannot run here: {reason}'))

@@ -32,6 +32,7 @@ from .ray_node import RunActor
 
 NAMESPACE = "retrain"
 PULL_S = 0.5
+WAIT_NOTE_S = 30.0  # an attempt not placed after this long is named in supervisor.log
 PLACEMENT_JSON = "placement.json"  # where the attempt runs: node, GPUs, node-local folder
 FORWARD_ENV = ("RETRAIN_TRAINER_CMD", "RETRAIN_RAY_NODE_DIR", "WANDB_*", "HF_*")
 EXTRA_ENV = "RETRAIN_RAY_ENV"  # more names (or NAME_* prefixes) to pass to the runs, comma-separated
@@ -58,6 +59,8 @@ class RayHandle(RunHandle):
     pull_ref: object = None
     last_pull: float = 0.0
     placement: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
+    waiting_said: bool = False
     info: ExitInfo | None = None  # set once the attempt is over and fully copied back
 
 
@@ -84,10 +87,11 @@ class RayLauncher:
         except ImportError as exc:
             raise RayUnavailable("[campaign] launcher = \"ray\" needs Ray on this machine: "
                                  "pip install 'retrain-tui[ray]'") from exc
+        check_reachable(self.address)
         try:
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False,
                      logging_level="WARNING")
-        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, …
+        except Exception as exc:  # ConnectionError, RuntimeError, … (varies by Ray version)
             raise RayUnavailable(f"cannot reach the Ray cluster at {self.address!r} "
                                  f"([campaign] ray_address / RAY_ADDRESS): {exc}") from exc
         self.log(f"connected to the Ray cluster at {self.address}")
@@ -96,11 +100,12 @@ class RayLauncher:
 
     # -- Launcher protocol -------------------------------------------------------------
     def start(self, run_spec: LaunchSpec, run_dir: Path, attempt: int) -> RayHandle:
-        ray = self.ray()
+        self.ray()
         run_dir = Path(run_dir).resolve()
-        options = dict(name=actor_name(self.campaign, run_spec.name, attempt), namespace=NAMESPACE,
-                       lifetime="detached", get_if_exists=True, max_concurrency=4,
-                       num_gpus=self.num_gpus, num_cpus=0 if self.num_gpus else 1)
+        # get_if_exists: a supervisor that died mid-launch left this attempt's actor (start is idempotent)
+        options = {"name": actor_name(self.campaign, run_spec.name, attempt), "namespace": NAMESPACE,
+                   "lifetime": "detached", "get_if_exists": True, "max_concurrency": 4,
+                   "num_gpus": self.num_gpus, "num_cpus": 0 if self.num_gpus else 1}
         last = (read_json(run_dir / PLACEMENT_JSON) or {}).get("node_id")
         if last and self._node_alive(last):
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -146,8 +151,13 @@ class RayLauncher:
         ray = self._ray
         try:
             if handle.start_ref is not None:
-                if not ray.wait([handle.start_ref], timeout=0)[0]:
-                    return  # still waiting for a node with free resources
+                if not ray.wait([handle.start_ref], timeout=0)[0]:  # no node has room yet
+                    if not handle.waiting_said and time.monotonic() - handle.created > WAIT_NOTE_S:
+                        handle.waiting_said = True
+                        self.log(f"{handle.name}: waiting for a Ray node with {self.num_gpus} free "
+                                 f"GPU(s){'' if self.num_gpus else ' and 1 free CPU'} (`ray status` "
+                                 "shows the cluster's resources)")
+                    return
                 placement = ray.get(handle.start_ref)
                 handle.start_ref = None
                 if placement is None:
@@ -196,10 +206,10 @@ class RayLauncher:
     def _end(self, handle: RayHandle, reason: str, info: ExitInfo | None = None) -> None:
         handle.info = info or ExitInfo(None, None, now(), False, reason)
         handle.pull_ref = handle.start_ref = None
-        try:
-            self._ray.kill(handle.actor, no_restart=True)  # frees its GPUs (a detached actor stays otherwise)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        try:  # frees its GPUs: a detached actor stays otherwise
+            self._ray.kill(handle.actor, no_restart=True)
+        except Exception as exc:  # noqa: BLE001 - usually: already gone with its node
+            self.log(f"{handle.name}: could not remove its Ray actor: {exc}")
 
     def _actor_class(self):
         if self._actor_cls is None:
@@ -245,10 +255,39 @@ class RayKillJob:
         return self.done
 
 
-def ray_unavailable_reason(config=None) -> str | None:
-    """The registry's launch check for `launcher = "ray"`: Ray must be importable here."""
+def ray_unavailable_reason(settings=None) -> str | None:
+    """The registry's launch check for `launcher = "ray"` (`settings`: the [campaign] table):
+    Ray importable here and its cluster reachable, so no campaign starts that cannot run."""
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         return "Ray is not installed on this machine (pip install 'retrain-tui[ray]')"
+    try:
+        check_reachable(getattr(settings, "ray_address", "") or os.environ.get("RAY_ADDRESS") or "auto")
+    except RayUnavailable as exc:
+        return str(exc)
     return None
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raise RayUnavailable unless the cluster's GCS port answers (ray.init would hang)."""
+    import socket
+
+    from ray._private.services import get_ray_address_from_environment
+
+    resolved = address
+    if address == "auto":
+        try:
+            resolved = get_ray_address_from_environment("auto", None)
+        except Exception:  # noqa: BLE001 - its "no cluster found" errors vary by version
+            resolved = None
+        if not resolved or resolved == "auto":
+            raise RayUnavailable("no Ray cluster found on this machine: start one with "
+                                 "`ray start --head` (or `ray start --address=HEAD:6379` to join "
+                                 "one), or set [campaign] ray_address / RAY_ADDRESS")
+    host, _, port = resolved.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {resolved!r} "
+                             f"([campaign] ray_address / RAY_ADDRESS): {exc}") from None
