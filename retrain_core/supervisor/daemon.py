@@ -44,7 +44,7 @@ from .files import (
     now,
     read_json,
 )
-from .launcher import ExitInfo, LaunchSpec, launcher_for
+from .launcher import NODE_LOST, ExitInfo, LaunchSpec, launcher_for
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
@@ -316,13 +316,14 @@ class Supervisor:
         error, last_line = (why, why) if why else describe_failure(self.run_dir(name), info)
         r.update(status="failed", error=error)
         self.log(f"{name}: failed (attempt {r['attempt']}): {last_line}")
-        self.failure_lines.append(last_line)
-        recent = self.failure_lines[-BREAKER_FAILURES:]
-        if len(recent) == BREAKER_FAILURES and len(set(recent)) == 1:
-            self.state["supervisor"].update(
-                paused=True, pause_reason=f"circuit breaker: {BREAKER_FAILURES} consecutive "
-                                          f"failures with the same error: {last_line}")
-            self.log(self.state["supervisor"]["pause_reason"])
+        if not info.reason.startswith(NODE_LOST):  # a machine going away is not the runs' fault
+            self.failure_lines.append(last_line)
+            recent = self.failure_lines[-BREAKER_FAILURES:]
+            if len(recent) == BREAKER_FAILURES and len(set(recent)) == 1:
+                self.state["supervisor"].update(
+                    paused=True, pause_reason=f"circuit breaker: {BREAKER_FAILURES} consecutive "
+                                              f"failures with the same error: {last_line}")
+                self.log(self.state["supervisor"]["pause_reason"])
         if r.get("retries", 0) < int(self.manifest.get("max_retries", 0)):
             r.update(status="pending", retries=r.get("retries", 0) + 1)
             self.log(f"{name}: will retry from its checkpoint ({r['retries']}/"

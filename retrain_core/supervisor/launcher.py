@@ -20,6 +20,7 @@ from .files import EXIT_JSON, RUN_ID_ENV, read_json, same_process
 
 TRAINER_ENV = "RETRAIN_TRAINER_CMD"  # replaces `python -m retrain_core.cli run` (stand-ins, tests)
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+NODE_LOST = "node lost"  # ExitInfo.reason of a run whose machine left the cluster (not its fault)
 ASSIGNED_ENV = "RETRAIN_GPUS"  # the share the supervisor gave (the trainer's CUDA view is narrowed)
 
 

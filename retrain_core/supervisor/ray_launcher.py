@@ -27,7 +27,7 @@ from retrain_core.atomic import atomic_write_json
 
 from . import ray_stream
 from .files import now, read_json
-from .launcher import ExitInfo, LaunchSpec, RunHandle, read_exit
+from .launcher import NODE_LOST, ExitInfo, LaunchSpec, RunHandle, read_exit
 from .ray_node import RunActor
 
 NAMESPACE = "retrain"
@@ -223,7 +223,7 @@ class RayLauncher:
         node = handle.placement.get("node_id") or (read_json(handle.run_dir / PLACEMENT_JSON) or {}).get("node_id")
         if node and not self._node_alive(node):
             host = handle.placement.get("hostname") or "?"
-            return f"node lost: {host} (node {node[:12]}) left the Ray cluster"
+            return f"{NODE_LOST}: {host} (node {node[:12]}) left the Ray cluster"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"the run's Ray actor died: {first}"
 
