@@ -91,7 +91,7 @@ def _insert_near(table, key: str, value: Any, before: str | None, after: str | N
             at = next(i for i, (k, _) in enumerate(body.body) if k is not None and k.key == after)
             body._insert_at(at, key, value)
             return
-    except Exception:  # noqa: BLE001 - tomlkit internals: fall back to the end of the table
+    except Exception:  # noqa: BLE001, S110 - tomlkit internals: fall back to the end of the table
         pass
     table[key] = value
 

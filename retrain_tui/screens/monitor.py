@@ -259,9 +259,8 @@ class MonitorScreen(Screen):
             r.status in ("pending", "running") for r in snap.runs)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action in ("kill", "restart", "pause") and self.finished:
-            return False  # hidden from the footer, the help and the palette
-        return True
+        # a finished campaign: hidden from the footer, the help and the palette
+        return not (action in ("kill", "restart", "pause") and self.finished)
 
     def _require_supervisor(self) -> bool:
         if self.snapshot is None or not self.snapshot.alive:

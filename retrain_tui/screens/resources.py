@@ -21,9 +21,11 @@ SAMPLE_S = 2.0
 
 class ResourcesScreen(Screen):
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("question_mark", "app.help", "Help", id="help"),
-        Binding("escape,G", "back", "Back", id="back"),
-        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "app.help", "Keys", id="help",
+                tooltip="Every key of this screen, with what it does"),
+        Binding("escape,G", "back", "Back", id="back", tooltip="Return to the monitor"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Leave retrain-tui; the campaign keeps running"),
     ]
 
     def __init__(self, monitor, sampler: ResourceSampler | None = None):

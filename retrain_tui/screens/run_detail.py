@@ -125,9 +125,8 @@ class RunDetailScreen(Screen):
                     table.add_row(*row)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action in ("kill", "restart") and self.monitor.finished:
-            return False  # a finished campaign: nothing to kill or restart
-        return True
+        # a finished campaign: nothing to kill or restart
+        return not (action in ("kill", "restart") and self.monitor.finished)
 
     def action_kill(self) -> None:
         self.monitor.action_kill(self.run)
