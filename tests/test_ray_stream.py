@@ -123,3 +123,28 @@ def test_an_unknown_launcher_is_a_config_problem_with_its_line(tmp_path):
         assert problem.line == 3 and '"local", "ray"' in problem.message
     else:
         raise AssertionError("launcher = 'slurm' was accepted")
+
+
+def test_lost_nodes_do_not_trip_the_circuit_breaker(tmp_path):
+    """Three runs lost with one machine fail with the same line: still not the runs' fault,
+    so launching goes on and their retries can start elsewhere."""
+    import sys
+
+    sys.path.insert(0, str(os.path.dirname(__file__)))
+    from test_sup_helpers import write_campaign
+
+    from retrain_core.config import load_campaign
+    from retrain_core.supervisor.campdir import create_campaign_dir
+    from retrain_core.supervisor.daemon import Supervisor
+    from retrain_core.supervisor.launcher import ExitInfo, LocalLauncher
+
+    root = create_campaign_dir(load_campaign(write_campaign(tmp_path, seeds=(1, 2, 3), conditions=1,
+                                                            max_retries=1)), tmp_path / "logs")
+    sup = Supervisor(root, launcher=LocalLauncher())
+    for name in sup.order:
+        sup.on_exit(name, ExitInfo(None, None, 0.0, False, "node lost: gpu2 (node 0123) left the Ray cluster"))
+    assert not sup.state["supervisor"]["paused"], sup.state["supervisor"]["pause_reason"]
+    for name in sup.order:
+        r = sup.run_state(name)
+        assert r["status"] == "pending" and r["retries"] == 1
+        assert r["error"].startswith("node lost: gpu2")
