@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from retrain_core.train.finite import NonFiniteGuard
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
 from retrain_core.train.mismatch import MismatchStats
 
@@ -147,6 +148,7 @@ class LocalBackend:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(0.9, 0.95), eps=1e-8,
                                            weight_decay=t.weight_decay)
+        self.nonfinite = NonFiniteGuard()  # skips NaN/inf updates; fails the run after a few
         self.eos_ids = self._eos_ids()
         # On CPU the three small matmuls of an unmerged LoRA layer cost more than the base
         # matmul itself; sampling with LoRA folded in is ~2x faster. (Off on GPU: it would
@@ -364,6 +366,8 @@ class LocalBackend:
             max_norm = t.grad_clip_norm if t.grad_clip_norm > 0 else float("inf")
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             grad_norm = norm if epoch == 0 else grad_norm  # the on-policy gradient's norm
+            if not self.nonfinite.allow_update(loss_total if epoch == 0 else 0.0, norm):
+                break  # a NaN/inf update would poison the adapter for good: skip it
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss_total, "grad_norm": grad_norm, "num_active_tokens": num_active,

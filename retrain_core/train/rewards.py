@@ -85,7 +85,9 @@ def resolve_reward(kind: str, config_dir: str | Path | None = None,
     from retrain_core.registry import REGISTRY, PluginError
 
     dirs = [d for d in (config_dir, *search_paths) if d is not None]
+    from retrain_core.train.finite import finite_reward
+
     try:
-        return REGISTRY.resolve("reward", kind, dirs)
+        return finite_reward(REGISTRY.resolve("reward", kind, dirs), kind)
     except PluginError as exc:
         raise ValueError(f"[reward].type: {exc}") from None
