@@ -192,3 +192,28 @@ webhook = "{url}"''')
     assert {("rule_fired", low), ("run_killed", low), ("run_succeeded", ok),
             ("campaign_finished", None)} <= kinds
     assert all(e["campaign"] == root.name for e in received)
+
+
+def test_pause_rule_stops_launching_until_unpaused(tmp_path: Path, procs) -> None:
+    from test_sup_helpers import retrain
+
+    env = stand_in_env(tmp_path, step_s="0.2")
+    config = with_extra(write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=4), '''
+[[campaign.rules]]
+when = "step >= 1 and attempt == 1"
+action = "pause"''')
+    root = launch(tmp_path, config, env)
+    first, second = "grpo+none_s1", "grpo+none_s2"
+    wait_until(lambda: state(root)["supervisor"]["paused"], 60, what="the pause rule to fire")
+    sup = state(root)["supervisor"]
+    assert "rule 1: step >= 1 and attempt == 1" in sup["pause_reason"] and first in sup["pause_reason"]
+    wait_until(lambda: state(root)["runs"][first]["status"] == "succeeded", 60,
+               what="the running run to finish (a pause only stops launching)")
+    time.sleep(2)  # the supervisor ticks 20 times meanwhile: it must not launch the next run
+    assert state(root)["runs"][second]["status"] == "pending"
+    assert retrain(["unpause", root], env, tmp_path).returncode == 0
+    wait_until(lambda: campaign_over(root), 60, what="the campaign to finish after unpause")
+    runs = state(root)["runs"]
+    assert runs[second]["status"] == "succeeded"
+    # the second run fired the rule too (once), pausing again after it launched
+    assert [f["action"] for f in runs[second]["rules_fired"]] == ["pause"]
