@@ -148,3 +148,24 @@ def test_lost_nodes_do_not_trip_the_circuit_breaker(tmp_path):
         r = sup.run_state(name)
         assert r["status"] == "pending" and r["retries"] == 1
         assert r["error"].startswith("node lost: gpu2")
+
+
+def test_files_the_head_writes_are_never_overwritten_by_a_node(tmp_path):
+    """events.jsonl (the supervisor's rule/stall log) and placement.json live on the head."""
+    root, node = tmp_path / "campaign", tmp_path / "node"
+    head = root / "runs" / "r1"
+    head.mkdir(parents=True)
+    (head / "events.jsonl").write_text('{"event": "stalled"}\n')
+    (head / "placement.json").write_text('{"attempt": 1}')
+    payload = rs.seed_payload(root, head)
+    assert "runs/r1/events.jsonl" not in payload and "runs/r1/placement.json" not in payload
+    node.mkdir()
+    (node / "events.jsonl").write_text("")  # even a node-side file of that name
+    (node / "best").mkdir()
+    (node / "best" / "trainer_state.json").write_text('{"step": 3}')
+    with open(head / "events.jsonl", "a") as f:
+        f.write('{"event": "rule"}\n')
+    pull(node, head, ended=True)
+    assert len((head / "events.jsonl").read_text().splitlines()) == 2
+    assert json.loads((head / "placement.json").read_text()) == {"attempt": 1}
+    assert (head / "best" / "trainer_state.json").exists()  # best/ arrives as one folder

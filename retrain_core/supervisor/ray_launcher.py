@@ -29,11 +29,11 @@ from . import ray_stream
 from .files import now, read_json
 from .launcher import NODE_LOST, ExitInfo, LaunchSpec, RunHandle, read_exit
 from .ray_node import RunActor
+from .ray_stream import PLACEMENT_JSON
 
 NAMESPACE = "retrain"
 PULL_S = 0.5
 WAIT_NOTE_S = 30.0  # an attempt not placed after this long is named in supervisor.log
-PLACEMENT_JSON = "placement.json"  # where the attempt runs: node, GPUs, node-local folder
 FORWARD_ENV = ("RETRAIN_TRAINER_CMD", "RETRAIN_RAY_NODE_DIR", "WANDB_*", "HF_*")
 EXTRA_ENV = "RETRAIN_RAY_ENV"  # more names (or NAME_* prefixes) to pass to the runs, comma-separated
 
@@ -273,8 +273,11 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Raise RayUnavailable unless the cluster's GCS port answers (ray.init would hang)."""
     import socket
 
-    from ray._private.services import get_ray_address_from_environment
-
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:  # a private helper of Ray: without it "auto" is left to ray.init
+        if address == "auto":
+            return
     resolved = address
     if address == "auto":
         try:

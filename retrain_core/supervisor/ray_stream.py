@@ -8,13 +8,14 @@ No shared filesystem is assumed (docs/ARCHITECTURE.md, "Ray launcher"). Three ki
   duplicate, no gap. Each file is identified by its node-side inode (`token`); a file the
   trainer rewrote (it trims metrics.jsonl to the checkpoint when it resumes) has a new
   inode and is sent whole, replacing the head's copy atomically.
-- *trees*: `final/` and each `checkpoints/<name>/`, copied whole (the trainer renames
+- *trees*: `final/`, `best/` and each `checkpoints/<name>/`, copied whole (the trainer renames
   them into place complete) and renamed into place on the head, so a checkpoint on the
   head is always complete: `restart` works on any node, auto-squeeze finds the adapter.
 - *whole* files (everything else: exit.json, wrapper.json, …): copied when their size or
   mtime changes, written atomically.
 
-Hidden names (temporary files and folders) are never copied. The head remembers tokens and
+Hidden names (temporary files and folders) are never copied, nor the files the supervisor
+writes into run folders on the head (`HEAD_OWNED`). The head remembers tokens and
 signatures in `.ray_sync.json` in the run folder. Nothing here imports Ray: both sides are
 plain functions over folders (tests run them without a cluster).
 """
@@ -39,13 +40,17 @@ APPEND_SUFFIXES = (".jsonl", ".log")
 MAX_BATCH_BYTES = 8 << 20  # per pull; the rest comes with the next one (trees always whole)
 ROTATED = re.compile(r"\.attempt\d+\.")  # earlier attempts' logs stay on the head only
 STEP_DIR = re.compile(r"step_(\d+)")
+TREES = ("final", "best")  # checkpoint folders at the top of a run folder (and checkpoints/<name>/)
+PLACEMENT_JSON = "placement.json"  # where the attempt runs (written by the head's launcher)
+# Written into the run folder by the supervisor on the head: never sent to a node or back.
+HEAD_OWNED = (PLACEMENT_JSON, "events.jsonl")
 
 
 def unit_of(rel: str) -> tuple[str, str]:
     """(kind, unit path) of a file path relative to the run folder."""
     parts = rel.split("/")
-    if parts[0] == "final" and len(parts) > 1:
-        return "tree", "final"
+    if parts[0] in TREES and len(parts) > 1:
+        return "tree", parts[0]
     if parts[0] == "checkpoints" and len(parts) > 2:
         return "tree", "/".join(parts[:2])
     if rel.endswith(APPEND_SUFFIXES):
@@ -82,6 +87,8 @@ def units(folder: Path) -> dict[str, tuple[str, list[str]]]:
     """unit path -> (kind, its files) for everything under `folder`."""
     found: dict[str, tuple[str, list[str]]] = {}
     for rel in walk(folder):
+        if rel in HEAD_OWNED:
+            continue
         kind, unit = unit_of(rel)
         found.setdefault(unit, (kind, []))[1].append(rel)
     return found
