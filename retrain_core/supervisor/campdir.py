@@ -60,7 +60,9 @@ def new_campaign_dir(logs_dir: Path) -> Path:
         name = f"campaign_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
         path = logs_dir / name
         try:
-            path.mkdir()
+            # User-only: configs, metrics, generations and optimizer state are the user's,
+            # and nobody else may open (and so lock) supervisor.lock.
+            path.mkdir(mode=0o700)
             return path
         except FileExistsError:
             continue

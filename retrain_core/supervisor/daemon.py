@@ -45,6 +45,7 @@ from .files import (
     read_json,
 )
 from .launcher import NODE_LOST, ExitInfo, LaunchSpec, launcher_for
+from .lockholder import describe_holder
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
@@ -134,9 +135,10 @@ class Supervisor:
         try:
             lock.acquire(blocking=False)
         except Timeout:
-            other = read_json(self.root / SUPERVISOR_PID, {}) or {}
-            raise AlreadyRunning(f"another supervisor (pid {other.get('pid', '?')}) is already "
-                                 f"running for {self.root}") from None
+            # Name the process the kernel says holds it: supervisor.pid may name a dead one.
+            raise AlreadyRunning(f"{self.root / SUPERVISOR_LOCK} is held by "
+                                 f"{describe_holder(self.root / SUPERVISOR_LOCK)}: another "
+                                 f"supervisor is already running for {self.root}") from None
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._request_exit)

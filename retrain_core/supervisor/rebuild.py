@@ -15,6 +15,7 @@ Each change is returned as a sentence for the user.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -108,6 +109,13 @@ def prepare_resume(root: str | Path, requeue: tuple[str, ...] = ("killed",),
     root = Path(root)
     manifest = load_manifest(root)
     notes: list[str] = []
+    try:  # campaigns made before folders were user-only
+        mode = root.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(root, 0o700)
+            notes.append(f"{root}: was open to other users (mode {mode:o}); now 700 (user only)")
+    except OSError:
+        pass  # not ours to change: say nothing, the lock and the files still work for us
     changed = False
     try:
         state = load_state(root)
