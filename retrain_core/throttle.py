@@ -58,9 +58,15 @@ class NullThrottle:
     last_wait_s: float = 0.0
     slot: int | None = None
 
-    def __enter__(self) -> Self:
+    def acquire(self) -> Self:
         self.last_wait_s = 0.0
         return self
+
+    def release(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
 
     def __exit__(self, *exc) -> None:
         return None
@@ -195,33 +201,45 @@ class Throttle:
         start = time.monotonic()
         if self._pid != os.getpid():
             self._open_files()
-        queue_fd = self._queue_fd
-        fcntl.flock(queue_fd, fcntl.LOCK_EX)  # kernel-blocking: parked, no CPU
-        if os.fstat(queue_fd).st_nlink == 0:  # the directory was cleared: start afresh
-            fcntl.flock(queue_fd, fcntl.LOCK_UN)
-            self._open_files()
+        try:
             queue_fd = self._queue_fd
-            fcntl.flock(queue_fd, fcntl.LOCK_EX)
-        try:
-            if not self._try_slots():
-                self._wait_as_head()
-        except BaseException:  # e.g. Ctrl-C: a slot taken just before it is not kept
-            self.release()
-            raise
-        finally:
-            # Hand the queue on before anything else, so that the next waiter becomes
-            # head and parks on the FIFO while we still hold the slot.
-            fcntl.flock(queue_fd, fcntl.LOCK_UN)
-        slot = self.slot
-        try:
+            fcntl.flock(queue_fd, fcntl.LOCK_EX)  # kernel-blocking: parked, no CPU
+            if os.fstat(queue_fd).st_nlink == 0:  # the directory was cleared: start afresh
+                fcntl.flock(queue_fd, fcntl.LOCK_UN)
+                self._open_files()
+                queue_fd = self._queue_fd
+                fcntl.flock(queue_fd, fcntl.LOCK_EX)
+            try:
+                if not self._try_slots():
+                    self._wait_as_head()
+            finally:
+                # Hand the queue on before anything else, so that the next waiter becomes
+                # head and parks on the FIFO while we still hold the slot.
+                fcntl.flock(queue_fd, fcntl.LOCK_UN)
+            slot = self.slot
             now = time.time()
             os.pwrite(self._record_fds[slot],
                       (self._record_heads[slot] + b"%.6f}" % now).ljust(RECORD_BYTES), 0)
         except BaseException:
-            self.release()
+            self._abandon()
             raise
         self.last_wait_s = time.monotonic() - start
         return self
+
+    def _abandon(self) -> None:
+        """After an interrupt anywhere in `acquire` (Ctrl-C, a trainer's stop signal whose
+        handler raises): keep nothing. It may have landed between a flock and the
+        bookkeeping after it, so every lock this process could hold is unlocked; unlocking
+        a lock one does not hold is a no-op, and these descriptors are this process's own."""
+        held = self.slot
+        for fd in (self._queue_fd, *self._slot_fds):
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        self.slot = None
+        with contextlib.suppress(OSError, IndexError, TypeError):
+            if held is not None:
+                os.pwrite(self._record_fds[held], BLANK_RECORD, 0)
+            os.write(self._fifo_fd, self._wake_bytes[held or 0])  # a waiter may take it now
 
     def _wait_as_head(self) -> None:
         fifo_fd, poll = self._fifo_fd, self._poller.poll

@@ -177,6 +177,10 @@ class Supervisor:
             self.log(f"GPU pool {self.pool}, {per_run} per run" if self.pool
                      else "no GPU in the pool: runs use the CPU")
         adopt_runs(self)
+        for name in self.order:  # runs ended by `stop` continue from their checkpoints
+            r = self.run_state(name)
+            if r.pop("stopped", False) and r["status"] == "killed":
+                r.update(status="pending", error="")
         self.write_state()
 
     def _finished(self) -> bool:
@@ -242,7 +246,7 @@ class Supervisor:
         elif command == "stop":
             sup["stopping"] = True
             for name in list(self.handles):
-                self.start_kill(name, "killed")
+                self.start_kill(name, "stopped")  # killed now, continued by --resume
             self.squeeze.stop()
         elif command == "kill":
             if run in self.handles:
@@ -295,13 +299,17 @@ class Supervisor:
         if outcome == "vanished":
             self.on_exit(name, self.vanished.pop(name))
             return
-        if info is not None and info.recorded and info.returncode == 0 and outcome == "killed":
+        if (info is not None and info.recorded and info.returncode == 0
+                and outcome in ("killed", "stopped")):
             self.on_exit(name, info)  # it finished on its own before the kill reached it
             return
         r = self.run_state(name)
         r.update(status="killed", ended_at=now(), exit_code=info.returncode if info else None,
                  signal=info.signal if info else None)
         self.log(f"{name}: killed (attempt {r['attempt']})")
+        if outcome == "stopped":
+            r.update(stopped=True, error="stopped with the campaign; `retrain campaign --resume` "
+                                         "continues it from its checkpoint")
         if outcome == "restart":
             r.update(status="pending", error="")
             self.restart_first.append(name)

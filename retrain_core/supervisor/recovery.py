@@ -136,7 +136,7 @@ def adopt_runs(sup) -> None:
         if outcome == "killed":  # it was being killed: that is how it ended
             r.update(status="killed", exit_code=info.returncode, signal=info.signal,
                      ended_at=info.ended_at or now())
-        elif outcome == "restart":
+        elif outcome in ("restart", "stopped"):  # a stopped run continues on --resume
             r.update(status="pending", error="")
             sup.restart_first.append(name)
         else:

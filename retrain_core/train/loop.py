@@ -37,13 +37,25 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+class StopRequested(BaseException):
+    """A stop arrived before the step finished (between sampling and training, or while
+    waiting for a throttle slot): the step is abandoned, the last finished one saved.
+    A BaseException, so that no `except Exception` on the way swallows it."""
+
+
 @dataclass
 class StopFlag:
-    """Set by SIGTERM/SIGINT: the loop finishes its step, checkpoints and exits 75."""
+    """Set by SIGTERM/SIGINT: the loop checkpoints the last finished step and exits 75.
+
+    The flag is read between sampling and training and after each step. A throttle wait
+    may last as long as other runs hold the slots, so the first stop signal that lands
+    during one raises `StopRequested` in it at once (see `acquire`)."""
 
     requested: bool = False
     signum: int | None = None
     previous: dict = field(default_factory=dict)
+    waiting: bool = False  # inside `acquire`: the handler raises instead of only setting
+    received_at: float | None = None  # time.monotonic() of the first stop signal
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,7 +64,35 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: give up on the clean stop
+        first = not self.requested
         self.requested, self.signum = True, signum
+        if first:
+            self.received_at = time.monotonic()
+        if first and self.waiting:  # only once: the cleanup in `acquire` is never cut short
+            raise StopRequested
+
+    def since(self) -> str:
+        """", 0.42 s after the signal": how long the stop took (the contract: ≤ a step + 2 s)."""
+        return "" if self.received_at is None else f", {time.monotonic() - self.received_at:.2f} s after the signal"
+
+    def check(self) -> None:
+        if self.requested:
+            raise StopRequested
+
+    def acquire(self, throttle) -> None:
+        """`throttle.acquire()`, abandoned with `StopRequested` as soon as a stop arrives.
+
+        The signal interrupts the blocking flock/poll of the wait (PEP 475 retries a system
+        call only when the handler returns), and the throttle keeps nothing it took."""
+        self.check()
+        self.waiting = True
+        try:
+            throttle.acquire()
+            self.waiting = False
+        except StopRequested:
+            self.waiting = False
+            throttle.release()  # it may have landed just after the slot was taken
+            raise
 
     def uninstall(self) -> None:
         for sig, handler in self.previous.items():
@@ -115,22 +155,40 @@ class Trainer:
         if note:
             self.log(note)
 
+    def step_start_state(self) -> dict:
+        """What a step changes before it trains: the RNG streams, the data cursor, SEPA."""
+        return {"rng": ckpt.rng_state(), "data_cursor": self.stream.cursor,
+                "sepa": self.sepa.state_dict()}
+
+    def rewind(self, before: dict) -> None:
+        """Undo an abandoned step (weights and optimizer are untouched until training)."""
+        ckpt.set_rng_state(before["rng"])
+        self.stream.cursor = before["data_cursor"]
+        self.sepa.load_state_dict(before["sepa"])
+
     def save(self, final: bool = False) -> Path:
         where = self.run_dir / "final" if final else self.run_dir / "checkpoints" / f"step_{self.step}"
         return ckpt.save_checkpoint(self.backend, where, self.state())
 
     # -- one step ------------------------------------------------------------------------
-    def run_step(self, throttle) -> tuple[dict, list[dict]]:
+    def run_step(self, throttle, stop: StopFlag | None = None) -> tuple[dict, list[dict]]:
+        """One step; raises `StopRequested` (state as it was before the step is the caller's
+        to restore) when a stop arrives before training starts."""
         from retrain_core.advantages import compute_advantages
 
         cfg, t = self.cfg, self.cfg.training
+        stop = stop or StopFlag()
         started = time.time()
         lam = self.sepa.lambda_for_step(self.step)
         batch = self.stream.next_batch(t.batch_size)
         prompts = [render_prompt(self.backend.tokenizer, cfg.data.prompt_template, ex.question) for ex in batch]
-        with throttle:
+        stop.acquire(throttle)
+        try:
             wait = throttle.last_wait_s
             rollouts = self.backend.sample(prompts, t.group_size)
+        finally:
+            throttle.release()
+        stop.check()  # between sampling and training: the sample is dropped, nothing trained
         sample_time = time.time() - started - wait
         answers = [ex.answer for ex in batch for _ in range(t.group_size)]
         rewards = torch.tensor([float(self.reward_fn(text, ans)) for text, ans in zip(rollouts.texts, answers)])
@@ -151,11 +209,14 @@ class Trainer:
         lr = lr_at(self.step, t)
         train_stats = {"loss": 0.0, "grad_norm": 0.0, "lr": lr}
         if not skipped_step:
-            with throttle:
+            stop.acquire(throttle)
+            try:
                 wait += throttle.last_wait_s
                 train_started = time.time()
                 train_stats = self.backend.train_step(rollouts, out.token_advantages, active_rows=~out.skipped,
                                                       lr=lr)
+            finally:
+                throttle.release()
         train_time = time.time() - train_started
         self.correct_total += correct
         self.completions_total += n
@@ -217,7 +278,16 @@ class Trainer:
         code = EXIT_OK
         try:
             while self.step < t.max_steps:
-                metrics, generations = self.run_step(throttle)
+                before = self.step_start_state()
+                try:
+                    metrics, generations = self.run_step(throttle, stop)
+                except StopRequested:
+                    self.rewind(before)  # the checkpoint is that of the last finished step
+                    self.save()
+                    self.log(f"stopping on signal {stop.signum} before step {self.step} finished: "
+                             f"checkpoint at step {self.step}{stop.since()}")
+                    code = EXIT_PREEMPTED
+                    break
                 metrics_out.write(metrics)
                 steps_out.write({"step": metrics["step"], "mean_reward": metrics["mean_reward"],
                                  "correct_count": round(metrics["correct_rate"] * len(generations)),
@@ -234,7 +304,7 @@ class Trainer:
                 self.log(progress_line(metrics, t.max_steps, sum(recent) / len(recent) * (t.max_steps - self.step)))
                 if stop.requested and self.step < t.max_steps:
                     self.save()
-                    self.log(f"stopping on signal {stop.signum}: checkpoint at step {self.step}")
+                    self.log(f"stopping on signal {stop.signum}: checkpoint at step {self.step}{stop.since()}")
                     code = EXIT_PREEMPTED
                     break
                 if t.save_every > 0 and self.step % t.save_every == 0 and self.step < t.max_steps:
