@@ -6,10 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
-from retrain_core.compare import SOURCES, Comparison, CompareError, compare_campaign, format_effect, is_rate
+from retrain_core.compare import (
+    SOURCES,
+    CompareError,
+    Comparison,
+    compare_campaign,
+    format_effect,
+    is_rate,
+)
 
 
 def add_arguments(parser) -> None:
@@ -30,7 +38,7 @@ def add_arguments(parser) -> None:
 
 def _value(x: float | None, metric: str) -> str:
     """A level (not a difference): a rate in percent, anything else in its own units."""
-    if x is None or x != x:
+    if x is None or math.isnan(x):
         return "-"
     return f"{x * 100:.1f}%" if is_rate(metric) else f"{x:.3g}"
 
@@ -61,14 +69,14 @@ def table_rows(comp: Comparison) -> list[list[str]]:
 def render_text(comp: Comparison) -> str:
     rows = table_rows(comp)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"{comp.campaign}: {comp.metric}, window {comp.window}, {comp.source} rows, "
-             f"baseline {comp.baseline}"]
+    lines = [(f"{comp.campaign}: {comp.metric}, window {comp.window}, {comp.source} rows, "
+              f"baseline {comp.baseline}")]
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     lines.append("")
     lines += [c.verdict for c in comp.conditions if c.diff is not None]
     lines.append("Paired by seed; intervals are 95%; 'detectable' = smallest difference a paired "
-                 "t test (alpha 0.05, power 0.8) would find at this seed count.")
+                  "t test (alpha 0.05, power 0.8) would find at this seed count.")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import sys
 import threading
 import time
@@ -69,7 +70,7 @@ def _labels(**labels) -> str:
 def _number(value) -> str | None:
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+    if isinstance(value, (int, float)) and math.isfinite(value):
         return repr(float(value)) if isinstance(value, float) else str(value)
     return None
 
@@ -144,7 +145,7 @@ def make_handler(exporter: Exporter):
     class Handler(BaseHTTPRequestHandler):
         server_version = "retrain-export/1"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             path = self.path.split("?", 1)[0]
             try:
                 if path == "/metrics":
@@ -159,7 +160,7 @@ def make_handler(exporter: Exporter):
         def _refuse(self) -> None:
             self._send(405, "read-only: only GET is served\n", "text/plain")
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
         def _send(self, code: int, body: str, ctype: str) -> None:
             data = body.encode()

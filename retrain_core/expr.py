@@ -103,7 +103,7 @@ class _Parser:
         if op is None:
             return left
         node = ("cmp", op, left, self.sum())
-        kind, text, col = self.peek()
+        _, text, col = self.peek()
         if text in COMPARISONS:
             raise ExprError(f"chained comparison {text!r}: write `a < b and b < c`", col)
         return node
@@ -231,8 +231,8 @@ def check_rules(rules: list[dict]) -> list[tuple[str, str]]:
                                  f"{', '.join(RULE_KEYS)})" + (f"; did you mean {close[0]!r}?" if close else "")))
         when = rule.get("when")
         if when is None:
-            problems.append((f"[{i}]", 'a rule needs `when = "CONDITION"`, e.g. '
-                             '"step >= 50 and correct_rate < 0.05"'))
+            problems.append((f"[{i}]", ('a rule needs `when = "CONDITION"`, e.g. '
+                                        '"step >= 50 and correct_rate < 0.05"')))
         else:
             try:
                 parse(when)
@@ -242,8 +242,8 @@ def check_rules(rules: list[dict]) -> list[tuple[str, str]]:
         if action not in RULE_ACTIONS:
             found = "nothing" if action is None else repr(action)
             problems.append((f"[{i}].action" if action is not None else f"[{i}]",
-                             f"expected action = one of {', '.join(map(repr, RULE_ACTIONS))}, "
-                             f"found {found}"))
+                             (f"expected action = one of {', '.join(map(repr, RULE_ACTIONS))}, "
+                              f"found {found}")))
         if "name" in rule and not isinstance(rule["name"], str):
             problems.append((f"[{i}].name", "expected a string"))
     return problems

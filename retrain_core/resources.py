@@ -96,9 +96,9 @@ class Nvml:
                             used = getattr(p, "usedGpuMemory", None)
                             if isinstance(used, int):
                                 by_pid[p.pid] = by_pid.get(p.pid, 0.0) + used / MB
-                    except Exception:  # noqa: BLE001 - per-process figures need permissions
+                    except Exception:  # noqa: BLE001, S110 - per-process figures need permissions
                         pass
-            except Exception:  # noqa: BLE001 - one bad device must not hide the others
+            except Exception:  # noqa: BLE001, S112 - one bad device must not hide the others
                 continue
         return gpus, by_pid
 

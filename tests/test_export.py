@@ -131,7 +131,7 @@ def test_port_in_use_is_explained(campaign) -> None:
         port = s.getsockname()[1]
         res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "export", str(campaign),
                               "--port", str(port)], capture_output=True, text=True, env=env(),
-                             timeout=ceiling(60))
+                             timeout=ceiling(60), check=False)
     assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -139,7 +139,7 @@ def test_port_in_use_is_explained(campaign) -> None:
 def test_status_watch_prints_refreshes(campaign) -> None:
     res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "status", str(campaign),
                           "--watch", "0.2", "--count", "3", "--json"], capture_output=True,
-                         text=True, env=env(), timeout=ceiling(60))
+                         text=True, env=env(), timeout=ceiling(60), check=False)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert len(lines) == 3
@@ -147,7 +147,7 @@ def test_status_watch_prints_refreshes(campaign) -> None:
     assert all(d["campaigns"][0]["campaign"] == campaign.name for d in docs)
     res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "status", str(campaign),
                           "--watch", "0.2", "--count", "2"], capture_output=True, text=True,
-                         env=env(), timeout=ceiling(60))
+                         env=env(), timeout=ceiling(60), check=False)
     assert res.returncode == 0 and res.stdout.count("--- ") == 2
     assert "STALLED 400s (bound 300s)" in res.stdout
     assert "best=0.625@19" in res.stdout

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -17,10 +18,10 @@ from retrain_core.notify import Notifier, webhook_problem
 class Flaky(BaseHTTPRequestHandler):
     fail_first = 0
     delay_s = 0.0
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
     calls = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         Flaky.calls += 1
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         time.sleep(Flaky.delay_s)

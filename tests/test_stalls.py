@@ -13,12 +13,24 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
-from test_sup_helpers import PY, campaign_over, fake_env, launch, procs, state, write_campaign  # noqa: F401
+from test_sup_helpers import (  # noqa: F401  (procs: a fixture that kills leftovers at teardown)
+    PY,
+    campaign_over,
+    fake_env,
+    launch,
+    procs,
+    retrain,
+    state,
+    write_campaign,
+)
 from waits import wait_until
 
 from retrain_core.supervisor.stalls import Progress, check_stall, stall_bound
+
+SUPERVISED = pytest.mark.usefixtures("procs")
 
 STAND_IN = r'''
 import json, os, signal, sys, time, tomllib
@@ -89,7 +101,8 @@ def test_check_stall_uses_metrics_then_log_life_signs(tmp_path: Path) -> None:
 
 
 # -- a real supervisor -----------------------------------------------------------------
-def test_hung_run_is_flagged_within_the_bound_then_clears(tmp_path: Path, procs, monkeypatch) -> None:
+@SUPERVISED
+def test_hung_run_is_flagged_within_the_bound_then_clears(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RETRAIN_STALL_FLOOR_S", "3")
     gate = tmp_path / "release"
     env = stand_in_env(tmp_path, hang_at="3", gate=str(gate), step_s="0.1")
@@ -123,7 +136,8 @@ def test_hung_run_is_flagged_within_the_bound_then_clears(tmp_path: Path, procs,
     assert [e["event"] for e in events(root, run)] == ["stalled", "stall_cleared"]
 
 
-def test_on_stall_restart_restarts_the_hung_run(tmp_path: Path, procs) -> None:
+@SUPERVISED
+def test_on_stall_restart_restarts_the_hung_run(tmp_path: Path) -> None:
     env = stand_in_env(tmp_path, hang_at="2", step_s="0.1")  # hangs on attempt 1 only
     env["RETRAIN_STALL_FLOOR_S"] = "2"
     config = with_extra(write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=4),
@@ -136,9 +150,9 @@ def test_on_stall_restart_restarts_the_hung_run(tmp_path: Path, procs) -> None:
 
 
 class Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:  # http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Hook.received.append(json.loads(body))
         self.send_response(204)
@@ -159,7 +173,8 @@ def webhook():
     server.server_close()
 
 
-def test_rule_kills_only_the_run_that_crosses_and_webhook_gets_events(tmp_path: Path, procs, webhook) -> None:
+@SUPERVISED
+def test_rule_kills_only_the_run_that_crosses_and_webhook_gets_events(tmp_path: Path, webhook) -> None:
     url, received = webhook
     low, ok = "grpo+none_s1", "maxrl+none_s1"
     env = stand_in_env(tmp_path, rates={low: 0.01, ok: 0.5}, step_s="0.3")
@@ -194,9 +209,8 @@ webhook = "{url}"''')
     assert all(e["campaign"] == root.name for e in received)
 
 
-def test_pause_rule_stops_launching_until_unpaused(tmp_path: Path, procs) -> None:
-    from test_sup_helpers import retrain
-
+@SUPERVISED
+def test_pause_rule_stops_launching_until_unpaused(tmp_path: Path) -> None:
     env = stand_in_env(tmp_path, step_s="0.2")
     config = with_extra(write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=4), '''
 [[campaign.rules]]

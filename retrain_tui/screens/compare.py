@@ -4,6 +4,7 @@ baseline, `m` the metric, `w` the window; it recomputes every few seconds while 
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from rich.text import Text
@@ -28,7 +29,7 @@ REFRESH_S = 5.0
 
 
 def _fmt(x: float | None, rate: bool, signed: bool) -> str:
-    if x is None or x != x:
+    if x is None or math.isnan(x):
         return "-"
     if rate:
         return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
