@@ -275,3 +275,18 @@ def test_reward_module_colon_path_works_and_leaves_sys_path_alone(tmp_path):
     with pytest.raises((ConfigError, ValueError)):
         load_config(tmp_path / "bad.toml")
         resolve_reward("myrewards.scoring:", tmp_path)
+
+
+def test_paired_difference_and_seed_interval_vectors():
+    from retrain_core.train.evaluate import mean_interval, paired_difference
+
+    before = [True] * 50 + [False] * 50
+    after = [True] * 50 + [True] * 10 + [False] * 40  # 10 of 100 flipped to correct
+    change, low, high = paired_difference(before, after)
+    assert change == pytest.approx(0.10)
+    half = 1.96 * (0.1 * 0.9 / 99) ** 0.5  # d ∈ {0, 1}: variance p(1 − p), sample-corrected
+    assert (low, high) == pytest.approx((0.10 - half, 0.10 + half))
+    mean, low, high = mean_interval([0.08, 0.10, 0.12])
+    assert mean == pytest.approx(0.10) and high - mean == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+    with pytest.raises(ValueError):
+        paired_difference([True], [True, False])

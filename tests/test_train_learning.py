@@ -1,4 +1,11 @@
-"""A short real learning run: RL on the tiny model lifts held-out accuracy (one seed)."""
+"""A short real learning run: RL on the tiny model lifts held-out accuracy (one seed).
+
+What the data supports: the 277 held-out problems are scored before and after with the same
+sampling seed, so the change is a paired difference; its 95% interval covers held-out
+sampling noise for this one training seed (not seed-to-seed spread: bench/learning.py
+reports that over 3 seeds). Measured here: +10.5 points, 95% CI [+4.4, +16.6]; seeds 101
+and 202 gave +8.3 [+1.9, +14.7] and +9.7 [+3.5, +16.0]. The test asserts only that the
+interval excludes 0 (the run learns), not a size that one seed cannot pin down."""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import pytest
 
 from retrain_core.config.schema import Config
 from retrain_core.train.data import heldout_examples
-from retrain_core.train.evaluate import heldout_accuracy
+from retrain_core.train.evaluate import heldout_correct, paired_difference
 
 STEPS = 30
 
@@ -27,12 +34,14 @@ def test_short_run_lifts_heldout_sampled_accuracy(tmp_path, tiny_model_dir):
     trainer = Trainer(cfg, tmp_path / "run", "learn", "maxrl+gtpo_sepa", quiet=True)
     held = heldout_examples("arithmetic")
 
-    def accuracy() -> float:
-        return heldout_accuracy(trainer.backend, held, cfg.data.prompt_template, t.temperature, t.max_tokens, seed=7)
+    def outcomes() -> list[bool]:
+        return heldout_correct(trainer.backend, held, cfg.data.prompt_template, t.temperature, t.max_tokens,
+                               seed=7)
 
-    before = accuracy()
-    assert 0.15 <= before <= 0.6  # the warm start leaves signal and room to improve
+    before = outcomes()
+    assert 0.15 <= sum(before) / len(before) <= 0.6  # the warm start leaves signal and room to improve
     assert trainer.run() == 0
-    after = accuracy()
-    # n = 277 held-out problems: +5 points is well outside sampling noise for the fixed seed.
-    assert after - before >= 0.05, (before, after)
+    after = outcomes()
+    change, low, high = paired_difference(before, after)
+    print(f"held-out n={len(held)}: {change:+.3f} (95% CI {low:+.3f} .. {high:+.3f})")
+    assert low > 0, (change, low, high)  # the lift is outside held-out noise for this seed
