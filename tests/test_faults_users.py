@@ -66,7 +66,7 @@ def test_campaign_folder_is_closed_to_other_users(tmp_path):
     assert oct(root.stat().st_mode & 0o777) == "0o700"
 
 
-def test_busy_lock_names_the_real_holder(tmp_path, procs):
+def test_busy_lock_names_the_real_holder(tmp_path, procs):  # noqa: F811
     gate = tmp_path / "gate"
     cfg = write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=3)
     env = fake_env(tmp_path, step_s=0.01, gate=gate, gate_step=1)
@@ -74,10 +74,10 @@ def test_busy_lock_names_the_real_holder(tmp_path, procs):
     dead = json.loads((root / "supervisor.pid").read_text())["pid"]
     kill_pid(dead, signal.SIGKILL)
     wait_until(lambda: not supervisor_alive(root), 30, what="supervisor gone")
-    squatter = subprocess.Popen([sys.executable, "-c",
-                                 "import sys, time\nfrom filelock import FileLock\n"
-                                 "lock = FileLock(sys.argv[1])\nlock.acquire()\nprint('held', flush=True)\n"
-                                 "time.sleep(600)\n", str(root / "supervisor.lock")],
+    code = ("import sys, time\nfrom filelock import FileLock\n"
+            "lock = FileLock(sys.argv[1])\nlock.acquire()\nprint('held', flush=True)\n"
+            "time.sleep(600)\n")
+    squatter = subprocess.Popen([sys.executable, "-c", code, str(root / "supervisor.lock")],
                                 stdout=subprocess.PIPE, text=True)
     procs.append(psutil.Process(squatter.pid))
     assert squatter.stdout.readline().strip() == "held"

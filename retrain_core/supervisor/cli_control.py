@@ -31,7 +31,7 @@ def main(args) -> int:
     try:
         manifest = load_manifest(root)
     except CampaignFileError as exc:
-        print(f"retrain {command}: {root} is not a usable campaign directory: {exc}", file=sys.stderr)
+        print(f"retrain {command}: {root} is not a campaign directory ({exc})", file=sys.stderr)
         return 2
     run = getattr(args, "run", None)
     names = [r["name"] for r in manifest["runs"]]

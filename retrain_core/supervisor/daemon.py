@@ -46,6 +46,8 @@ from .files import (
 )
 from .launcher import NODE_LOST, ExitInfo, LaunchSpec, launcher_for
 from .lockholder import describe_holder
+from .orphans import adopt_escapees
+from .orphans import sweep as sweep_orphans
 from .proctree import KillJob
 from .recovery import adopt_runs, describe_failure, rotate_logs
 from .squeeze_hook import NO_SUCCESS, SqueezeHook
@@ -168,6 +170,7 @@ class Supervisor:
         self.state["supervisor"].update(pid=me.pid, start_time=me.create_time(), stopping=False)
         atomic_write_json(self.root / SUPERVISOR_PID, {"pid": me.pid, "start_time": me.create_time()})
         self.log(f"supervisor started (pid {me.pid})")
+        adopt_escapees()  # orphans of a SIGKILLed wrapper come here, not to init
         # Manifests from before GPU placement have no "devices": leave CUDA alone for them.
         # A launcher that assigns GPUs itself (Ray) gets no local pool.
         if "devices" in self.manifest and not getattr(self.launcher, "assigns_gpus", False):
@@ -316,6 +319,7 @@ class Supervisor:
 
     # -- exits, retries, circuit breaker ---------------------------------------------------
     def on_exit(self, name: str, info: ExitInfo, why: str = "") -> None:
+        sweep_orphans(self)  # whatever the run left behind that reached us
         r = self.run_state(name)
         r.update(exit_code=info.returncode, signal=info.signal, ended_at=info.ended_at or now())
         if info.recorded and info.returncode == 0:
