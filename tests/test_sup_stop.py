@@ -22,7 +22,16 @@ import pytest
 
 from retrain_core.train import EXIT_PREEMPTED
 from retrain_core.train.metrics import TIMING_FIELDS
-from tests.test_sup_helpers import REPO, wait_until
+from retrain_core.supervisor import api
+from tests.test_sup_helpers import (  # noqa: F401  (procs: fixture killing leftovers)
+    REPO,
+    campaign_over,
+    launch,
+    procs,
+    retrain,
+    state,
+    wait_until,
+)
 from tests.test_train_run import read_jsonl, trainer_env
 from waits import ceiling
 
@@ -41,7 +50,7 @@ advantage_mode = "maxrl"
 transform_mode = "gtpo_sepa"
 [training]
 seed = 7
-max_steps = 5
+max_steps = 10
 batch_size = 2
 group_size = 4
 max_tokens = 24
@@ -245,3 +254,44 @@ def test_sigterm_while_waiting_for_a_throttle_slot_exits_within_two_seconds(tmp_
     finally:
         for proc in holder:
             proc.kill()
+
+
+CAMPAIGN = """
+[campaign]
+seeds = [7]
+conditions = [{ advantage_mode = "maxrl", transform_mode = "gtpo_sepa" }]
+"""
+
+
+@pytest.mark.usefixtures("procs")
+def test_campaign_restart_then_stop_and_resume_keep_every_step_once(tmp_path, straight):
+    """Through the supervisor: `restart` (kill + relaunch), then `stop` and `--resume`."""
+    cfg = tmp_path / "camp.toml"
+    cfg.write_text(CAMPAIGN + CONFIG.format(throttle=""))
+    env = dict(trainer_env(), PYTHONPATH=str(REPO))
+    root = launch(tmp_path, cfg, env)
+    run = "maxrl+gtpo_sepa_s7"
+    run_dir = root / "runs" / run
+
+    def steps_logged(after: str = "") -> int:
+        text = (run_dir / "stdout.log").read_text() if (run_dir / "stdout.log").exists() else ""
+        return text.partition(after)[2].count("\nstep ") if after else text.count("step ")
+
+    wait_until(lambda: steps_logged() >= 2, 120, what="two steps")
+    api.send(root, "restart", run)
+    wait_until(lambda: state(root)["runs"][run]["attempt"] == 2
+               and steps_logged("resumed from") >= 1, 120, what="attempt 2 training")
+    assert json.loads((run_dir / "exit.attempt1.json").read_text())["returncode"] == EXIT_PREEMPTED
+    api.send(root, "stop")
+    wait_until(lambda: not api.supervisor_alive(root), 120, what="supervisor gone after stop")
+    r = state(root)["runs"][run]
+    assert (r["status"], r["exit_code"], r.get("stopped")) == ("killed", EXIT_PREEMPTED, True), r
+    done = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    assert done == list(range(len(done))) and len(done) < 10, done
+
+    res = retrain(["campaign", "--resume", root], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: campaign_over(root), 180, what="campaign end")
+    r = state(root)["runs"][run]
+    assert (r["status"], r["attempt"]) == ("succeeded", 3), r
+    assert _comparable(run_dir) == straight  # every step once, equal to the uninterrupted run
