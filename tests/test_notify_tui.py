@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from retrain_tui.app import RetrainApp
 from retrain_tui.fabricate import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
 from retrain_tui.widgets.runs_table import RunsTable
@@ -62,3 +64,57 @@ async def test_stall_finish_failure_and_campaign_end_alert(tmp_path: Path, monke
         assert {"Run finished", "Run failed", "Campaign ended"} <= set(titles)
         assert ("Campaign ended", f"{directory.name}: 1 failed, 1 succeeded") in toasts(app)
         assert len(bells) == 2
+
+
+CONDITIONS = ("grpo+none", "maxrl+none", "maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa")
+
+
+def screen_text(app) -> str:
+    """The screen as plain text rows (from Textual's SVG export)."""
+    import html
+    import re
+
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text[^>]*x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', app.export_screenshot()):
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), html.unescape(m.group(3))))
+    return "\n".join("".join(t for _, t in sorted(r)).replace("\xa0", " ") for _, r in sorted(rows.items()))
+
+
+@pytest.fixture
+def five_by_two(tmp_path: Path, monkeypatch) -> Path:
+    runs = [f"{c}_s{s}" for c in CONDITIONS for s in (42, 101)]
+    statuses = {r: "succeeded" for r in runs[:4]} | {r: "running" for r in runs[4:8]}
+    directory = make_campaign(tmp_path / "logs", conditions=CONDITIONS, seeds=(42, 101),
+                              steps={r: 12 for r in runs}, statuses=statuses)
+    mark_supervisor_alive(directory)
+    set_runs(directory, maxrl__gtpo_hicra_s42={"stalled": {"since": FIXED_TIME, "idle_s": 400.0,
+                                                               "bound_s": 300.0}})
+    monkeypatch.chdir(tmp_path)
+    return directory.relative_to(tmp_path)
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    pilot.app.screen.refresh_now()
+    await pilot.pause()
+
+
+def monitor_app(directory: Path) -> RetrainApp:
+    return RetrainApp(directory, logs_dir=Path("logs"), clock=lambda: FIXED_TIME + 754,
+                      start_watchers=False, strict=True)
+
+
+def test_monitor_80x24_with_a_stalled_run(five_by_two, snap_compare) -> None:
+    assert snap_compare(monitor_app(five_by_two), terminal_size=(80, 24), run_before=settle)
+
+
+async def test_monitor_80x24_shows_whole_names_and_statuses(five_by_two) -> None:
+    app = monitor_app(five_by_two)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        for name in ("grpo+none_s101", "maxrl+gtpo_hicra_s101", "maxrl+gtpo_sepa_s101"):
+            assert name in text  # not cut to three letters
+        for status in ("succeeded", "running", "stalled", "pending"):
+            assert status in text  # not cut to six
