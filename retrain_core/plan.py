@@ -175,6 +175,8 @@ def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | No
     settings = campaign.settings
     first = runs[0].config.training
     slots, gpu_detail = gpu_slots_for(campaign.base.backend.devices, settings.gpus_per_run)
+    if settings.launcher == "ray":  # the cluster's GPUs, placed by Ray, not this machine's pool
+        slots, gpu_detail = None, "Ray places runs on the cluster's GPUs"
     width = parallelism(settings.parallel, settings.max_workers, len(runs), slots, gpu_detail)
     parallelism_n = width.runs_at_once
     stagger = settings.stagger_seconds * (parallelism_n - 1) if settings.parallel else 0.0

@@ -202,7 +202,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "notify": {"webhook": campaign.base.notify.webhook},
         # GPU placement (docs/ARCHITECTURE.md): the pool as written and as found at creation
         "devices": campaign.base.backend.devices,
-        "gpu_pool": resolve_pool(campaign.base.backend.devices),
+        "gpu_pool": [] if settings.launcher == "ray" else resolve_pool(campaign.base.backend.devices),
         "gpus_per_run": settings.gpus_per_run,
         "launcher": settings.launcher,  # "ray": runs are Ray actors (supervisor/ray_launcher.py)
         "ray_address": settings.ray_address,

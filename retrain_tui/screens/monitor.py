@@ -314,11 +314,12 @@ class MonitorScreen(Screen):
             self.resume()
 
     @work(thread=True, group="commands")
-    def resume(self) -> None:
+    def resume(self, retry_failed: bool = False) -> None:
         from retrain_core.supervisor import api
 
         try:
-            api.resume(self.directory)
+            # killed runs (and failed ones when asked) are queued again: see supervisor/rebuild.py
+            api.resume(self.directory, retry_failed=retry_failed)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.app.notify, f"resume failed: {exc}", severity="error")
             return
@@ -330,3 +331,11 @@ class MonitorScreen(Screen):
         if self.snapshot is not None and not self.snapshot.alive and not self.finished:
             yield ("Resume supervisor", "Start a supervisor that adopts the unfinished runs",
                    self.resume)
+        snap = self.snapshot
+        if snap is not None and self.finished:  # a stopped or ended campaign can go on
+            if any(r.status == "killed" for r in snap.runs):
+                yield ("Continue killed runs",
+                       "Start a supervisor that continues them from their checkpoints", self.resume)
+            if any(r.status == "failed" for r in snap.runs):
+                yield ("Retry failed runs", "Run the failed and killed runs again",
+                       lambda: self.resume(retry_failed=True))
