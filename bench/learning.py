@@ -5,7 +5,9 @@
 
 Trains each condition × seed from the demo config (overriding max_steps and seed) and
 evaluates the full held-out split (disjoint from training) before and after, sampled at
-the training temperature and greedy. Prints per-run rows, per-condition means and the lift.
+the training temperature and greedy. Prints per-run rows with the paired 95% interval of
+the change (held-out noise for that seed), then per condition the mean change over seeds
+with its 95% Student-t interval (seed-to-seed spread; needs ≥ 3 seeds to mean much).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 from retrain_core.config import load_config
 from retrain_core.train.data import heldout_examples
-from retrain_core.train.evaluate import heldout_accuracy
+from retrain_core.train.evaluate import heldout_correct, mean_interval, paired_difference
 from retrain_core.train.loop import Trainer
 
 
@@ -42,10 +44,10 @@ def run_one(base, condition: str, seed: int, steps: int, out_root: Path) -> dict
     held = heldout_examples(cfg.data.source)
     t = cfg.training
 
-    def evaluate() -> tuple[float, float]:
-        sampled = heldout_accuracy(trainer.backend, held, cfg.data.prompt_template, t.temperature,
-                                   t.max_tokens, seed=seed)
-        greedy = heldout_accuracy(trainer.backend, held, cfg.data.prompt_template, 0.0, t.max_tokens)
+    def evaluate() -> tuple[list[bool], list[bool]]:
+        sampled = heldout_correct(trainer.backend, held, cfg.data.prompt_template, t.temperature,
+                                  t.max_tokens, seed=seed)
+        greedy = heldout_correct(trainer.backend, held, cfg.data.prompt_template, 0.0, t.max_tokens)
         return sampled, greedy
 
     before = evaluate()
@@ -53,12 +55,20 @@ def run_one(base, condition: str, seed: int, steps: int, out_root: Path) -> dict
     trainer.run()
     elapsed = time.time() - started
     after = evaluate()
-    row = {"condition": condition, "seed": seed, "steps": steps, "sampled_before": before[0],
-           "sampled_after": after[0], "greedy_before": before[1], "greedy_after": after[1],
-           "train_s": elapsed}
-    print(f"{condition:18s} seed {seed:4d}  sampled {before[0]:.3f} -> {after[0]:.3f}  "
-          f"greedy {before[1]:.3f} -> {after[1]:.3f}  ({elapsed:.0f}s, {elapsed / steps:.2f}s/step)", flush=True)
+    acc = [sum(x) / len(x) for x in (*before, *after)]
+    sampled, greedy = paired_difference(before[0], after[0]), paired_difference(before[1], after[1])
+    row = {"condition": condition, "seed": seed, "steps": steps, "sampled_before": acc[0],
+           "sampled_after": acc[2], "greedy_before": acc[1], "greedy_after": acc[3],
+           "sampled_change": sampled[0], "greedy_change": greedy[0], "train_s": elapsed}
+    print(f"{condition:18s} seed {seed:4d}  sampled {acc[0]:.3f} -> {acc[2]:.3f} {points(sampled)}  "
+          f"greedy {acc[1]:.3f} -> {acc[3]:.3f} {points(greedy)}  "
+          f"({elapsed:.0f}s, {elapsed / steps:.2f}s/step)", flush=True)
     return row
+
+
+def points(interval: tuple[float, float, float]) -> str:
+    change, low, high = (100 * x for x in interval)
+    return f"{change:+5.1f} [{low:+5.1f}, {high:+5.1f}]"
 
 
 def main() -> int:
@@ -79,15 +89,16 @@ def main() -> int:
         for condition in args.conditions:
             for seed in args.seeds:
                 rows.append(run_one(base, condition, seed, args.steps, Path(tmp)))
-    print(f"\nmean over seeds (held-out, n={len(heldout_examples(base.data.source))}):")
+    print(f"\nchange in points over {len(args.seeds)} seeds, mean [95% t-interval] "
+          f"(held-out n={len(heldout_examples(base.data.source))}):")
     for condition in args.conditions:
         rs = [r for r in rows if r["condition"] == condition]
         m = {k: statistics.mean(r[k] for r in rs) for k in ("sampled_before", "sampled_after", "greedy_before", "greedy_after")}
-        lift = 100 * (m["sampled_after"] - m["sampled_before"])
-        glift = 100 * (m["greedy_after"] - m["greedy_before"])
-        print(f"{condition:18s} sampled {m['sampled_before']:.3f} -> {m['sampled_after']:.3f} "
-              f"({lift:+.1f} points)  greedy {m['greedy_before']:.3f} -> {m['greedy_after']:.3f} "
-              f"({glift:+.1f} points)  target +10 sampled: {'met' if lift >= 10 else 'NOT met'}")
+        sampled = mean_interval([r["sampled_change"] for r in rs])
+        greedy = mean_interval([r["greedy_change"] for r in rs])
+        verdict = "learns" if sampled[1] > 0 else "not distinguishable from 0"
+        print(f"{condition:18s} sampled {m['sampled_before']:.3f} -> {m['sampled_after']:.3f} {points(sampled)}  "
+              f"greedy {m['greedy_before']:.3f} -> {m['greedy_after']:.3f} {points(greedy)}  sampled: {verdict}")
     return 0
 
 
