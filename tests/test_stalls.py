@@ -231,3 +231,29 @@ action = "pause"''')
     assert runs[second]["status"] == "succeeded"
     # the second run fired the rule too (once), pausing again after it launched
     assert [f["action"] for f in runs[second]["rules_fired"]] == ["pause"]
+
+
+@SUPERVISED
+def test_a_run_queued_for_a_throttle_slot_is_not_stalled(tmp_path: Path) -> None:
+    from retrain_core.throttle import open_throttle
+
+    # the shared stand-in takes a throttle slot around each step; it waits at a gate before
+    # step 1 until the test holds the only slot, then queues behind it
+    gate = tmp_path / "go"
+    env = fake_env(tmp_path, step_s="0.1", gate=gate, gate_step="1")
+    env["RETRAIN_STALL_FLOOR_S"] = "2"
+    config = with_extra(write_campaign(tmp_path, seeds=(1,), conditions=1, max_steps=3,
+                                       max_concurrent=1))
+    root = launch(tmp_path, config, env)
+    run = "grpo+none_s1"
+    metrics = root / "runs" / run / "metrics.jsonl"
+    wait_until(lambda: metrics.exists() and metrics.read_text().strip(), 60, what="step 0")
+    slot = open_throttle(str(root / "throttle"), 1, "someone-else")
+    with slot:
+        gate.touch()
+        time.sleep(5)  # > the 2 s bound, twice over: queued, not hung
+        st = state(root)["runs"][run]
+        assert st["status"] == "running" and "stalled" not in st
+    wait_until(lambda: campaign_over(root), 60, what="the run to finish once the slot is free")
+    assert state(root)["runs"][run]["status"] == "succeeded"
+    slot.close()

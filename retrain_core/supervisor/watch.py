@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import time
 
-from retrain_core.notify import Notifier
+import psutil
 
-from .files import RUNS
+from retrain_core.notify import Notifier
+from retrain_core.throttle import read_holders
+
+from .files import RUN_ID_ENV, RUNS, THROTTLE
 from .rules import load_rules, record_firing, rules_to_fire
 from .stalls import ProgressReader, check_stall, floor_seconds
 
@@ -83,6 +86,8 @@ class RunWatch:
     def _check_stall(self, name: str, r: dict, progress, now: float) -> bool:
         stall = check_stall(self.sup.run_dir(name), progress, r.get("launched_at") or now, now,
                             self.floor_s)
+        if stall is not None and self._queued(name):
+            stall = None  # waiting its turn for a throttle slot is not a hang
         was = r.get("stalled")
         if stall is None:
             if was:
@@ -109,6 +114,26 @@ class RunWatch:
                          f"{MAX_STALL_RESTARTS})")
             self.sup.start_kill(name, "restart")
         return True
+
+    def _queued(self, name: str) -> bool:
+        """Whether the run waits for a throttle slot: every slot is held, none by it."""
+        limit = int(self.sup.manifest.get("max_concurrent") or 0)
+        if not self.sup.manifest.get("throttle") or limit <= 0:
+            return False
+        holders = read_holders(self.sup.root / THROTTLE)
+        mine = any(self._holder_is(h, name) for h in holders)
+        return not mine and len(holders) >= limit
+
+    def _holder_is(self, holder: dict, name: str) -> bool:
+        """By the run marker in the holder's environment (identity records may cut long
+        run names), else by name."""
+        try:
+            marker = psutil.Process(int(holder.get("pid"))).environ().get(RUN_ID_ENV)
+        except (psutil.Error, OSError, TypeError, ValueError):
+            marker = None
+        if marker:
+            return marker == self.sup.spec(name).run_id
+        return holder.get("run") == name
 
     def _fire(self, name: str, r: dict, rule, row: dict, now: float) -> None:
         entry = record_firing(rule, r, row, now)
