@@ -292,14 +292,18 @@ def gpu_slots_for(devices: str, gpus_per_run: int, pool: list[int] | None = None
 
 def campaign_parallelism(manifest: dict, state: dict | None, runs: int) -> Parallelism:
     """Parallelism of a launched campaign: the pool its supervisor uses (state.json), else
-    the one resolved at creation (manifest.json)."""
-    sup = (state or {}).get("supervisor") or {}
-    pool = sup.get("gpu_pool")
+    the one resolved at creation (manifest.json). Odd values (a hand-edited file) count
+    as absent."""
+    def count(value, default: int) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+    sup = (state or {}).get("supervisor") if isinstance(state, dict) else None
+    pool = sup.get("gpu_pool") if isinstance(sup, dict) else None
     if not isinstance(pool, list):
         pool = manifest.get("gpu_pool")
-    per_run = int(manifest.get("gpus_per_run") or 1)
-    slots, detail = gpu_slots_for("", per_run, pool if isinstance(pool, list) else [])
-    return parallelism(bool(manifest.get("parallel")), int(manifest.get("max_workers") or 0),
+    pool = [g for g in pool if isinstance(g, int)] if isinstance(pool, list) else []
+    slots, detail = gpu_slots_for("", max(1, count(manifest.get("gpus_per_run"), 1)), pool)
+    return parallelism(bool(manifest.get("parallel")), count(manifest.get("max_workers"), 0),
                        runs, slots, detail)
 
 

@@ -29,6 +29,7 @@ class RunRow:
     error: str = ""
     exit_code: object = None
     stalled: dict | None = None  # the supervisor's flag: {since, idle_s, bound_s}
+    gpus: tuple = ()  # the run's share of the GPU pool (state.json), () without placement
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from retrain_core.plan import effective_parallelism, eta_seconds
+from retrain_core.plan import campaign_parallelism, eta_seconds
 from retrain_tui.snapshot import (
     KEPT_METRICS,
     TABLE_METRICS,
@@ -262,7 +262,8 @@ class CampaignWatcher:
                 step=step, max_steps=max_steps, attempt=int(rs.get("attempt") or 0),
                 metrics={m: _finite(last.get(m)) for m in TABLE_METRICS} if last else {},
                 eta_s=eta, error=str(rs.get("error") or ""), exit_code=rs.get("exit_code"),
-                stalled=rs.get("stalled") if status == "running" else None))
+                stalled=rs.get("stalled") if status == "running" else None,
+                gpus=tuple(g for g in rs.get("gpus") or () if isinstance(g, int))))
         self._version += 1
         supervisor = dict(state.get("supervisor") or {})
         return Snapshot(
@@ -312,8 +313,8 @@ class CampaignWatcher:
         if not left:
             return 0.0 if rows else math.nan
         times = [t for r in rows for _, t in self._tracks[r.name].history["step_time_s"][-10:]]
-        width = effective_parallelism(bool(self._manifest.get("parallel", True)),
-                                      int(self._manifest.get("max_workers") or 0), len(left))
+        width = campaign_parallelism({"parallel": True, **self._manifest}, None,
+                                     len(left)).runs_at_once  # the GPU pool bounds it too
         eta = eta_seconds(sum(max(r.max_steps - r.step, 0) for r in left),
                           [t for t in times if not math.isnan(t)], width)
         return math.nan if eta is None or not math.isfinite(eta) else eta

@@ -182,3 +182,29 @@ def test_auto_without_a_driver_finds_no_gpu():
     start = time.monotonic()
     assert gpus.resolve_pool("auto") == []
     assert time.monotonic() - start < 30
+
+
+async def test_runs_table_shows_each_runs_gpus_only_when_placed():
+    from textual.app import App
+
+    from retrain_tui.snapshot import RunRow
+    from retrain_tui.widgets.runs_table import RunsTable
+
+    def row(name, gpus):
+        return RunRow(name=name, condition="grpo+none", seed=1, status="running", step=1,
+                      max_steps=4, attempt=1, metrics={}, eta_s=float("nan"), gpus=gpus)
+
+    class Host(App):
+        def compose(self):
+            yield RunsTable()
+
+    app = Host()
+    async with app.run_test(size=(160, 20)) as pilot:
+        table = app.query_one(RunsTable)
+        table.show([row("grpo+none_s1", ()), row("grpo+none_s2", ())])
+        await pilot.pause()
+        assert "gpus" not in [str(c.key.value) for c in table.columns.values()]
+        table.show([row("grpo+none_s1", (0, 1)), row("grpo+none_s2", (2, 3))])
+        await pilot.pause()
+        assert "gpus" in [str(c.key.value) for c in table.columns.values()]
+        assert str(table.get_cell("grpo+none_s2", "gpus")) == "2,3"

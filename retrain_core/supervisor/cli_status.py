@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from retrain_core.plan import effective_parallelism, eta_seconds
+from retrain_core.plan import campaign_parallelism, eta_seconds
 from retrain_core.tail import read_last_records
 
 from . import api
@@ -87,11 +87,10 @@ def campaign_summary(root: Path) -> dict:
     # Campaign ETA: remaining steps of unfinished runs at the observed median step time,
     # spread over the runs that can still go at once.
     left = [r for r in runs if r["status"] in ("pending", "running")]
-    width = effective_parallelism(bool(manifest.get("parallel")),
-                                  int(manifest.get("max_workers") or 0), len(left))
+    width = campaign_parallelism(manifest, state, len(left))  # GPU pool bound included
     eta = finite_or_none(eta_seconds(
         sum(max(0, (r["max_steps"] or 0) - (r["step"] or 0)) for r in left),
-        [r["step_time_s"] for r in runs], width)) if left else None
+        [r["step_time_s"] for r in runs], width.runs_at_once)) if left else None
     alive = api.supervisor_alive(root)
     heartbeat = finite_or_none(sup.get("heartbeat"))
     # A live supervisor writes state.json every second: an old one means it cannot (a full
@@ -114,6 +113,8 @@ def campaign_summary(root: Path) -> dict:
                            "stopping": sup.get("stopping", False),
                            "heartbeat_age_s": time.time() - heartbeat if heartbeat else None},
             "counts": counts, "eta_s": eta,
+            "parallelism": {"runs_at_once": width.runs_at_once, "bound": width.bound,
+                            "detail": width.detail},
             "squeeze": {**state.get("squeeze", {}), "recommended_rank": (
                 manifest.get("squeeze") if isinstance(manifest.get("squeeze"), dict) else {}
             ).get("recommended_rank")},
@@ -143,7 +144,9 @@ def print_campaign(c: dict) -> None:
     if sup["paused"]:
         state += f", paused ({sup['pause_reason']})"
     counts = ", ".join(f"{n} {k}" for k, n in sorted(c["counts"].items()))
-    print(f"{c['campaign']}  [{state}]  {counts}  ETA {_fmt_eta(c['eta_s'])}")
+    width = c["parallelism"]
+    print(f"{c['campaign']}  [{state}]  {counts}  ETA {_fmt_eta(c['eta_s'])}  "
+          f"({width['runs_at_once']} at once: {width['detail']})")
     print(f"  {c['dir']}")
     if c["disk"]:
         print(f"  ! {c['disk']}")

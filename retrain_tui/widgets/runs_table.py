@@ -19,13 +19,15 @@ STATUS_STYLES = {"pending": "dim", "running": "bold cyan", "succeeded": "bold gr
 COLUMNS = (("run", "run"), ("condition", "cond"), ("seed", "seed"), ("status", "status"),
            ("progress", "step/max"), ("mean_reward", "reward"), ("correct_rate", "correct"),
            ("loss", "loss"), ("sepa_lambda", "λ"), ("step_time_s", "s/step"),
-           ("throttle_wait_s", "wait"), ("eta", "ETA"), ("attempt", "try"))
+           ("throttle_wait_s", "wait"), ("eta", "ETA"), ("attempt", "try"), ("gpus", "GPU"))
 SORT_KEYS = ("run", "condition", "seed", "status", "progress", "mean_reward", "correct_rate",
              "eta")
 STATUS_ORDER = {"failed": 0, "running": 1, "pending": 2, "killed": 3, "succeeded": 4}
 # Below this width the condition and seed columns are left out: the run name holds both.
 WIDE_ENOUGH = 130
 NARROW_HIDDEN = ("condition", "seed")
+# The GPU column (each run's share, from state.json) appears once some run has GPUs.
+GPU_COLUMN = "gpus"
 # Widest run name and condition label; longer ones are cut with an ellipsis (the detail
 # screen shows them in full).
 NAME_WIDTH, LABEL_WIDTH = 30, 24
@@ -66,6 +68,7 @@ def row_cells(row) -> tuple:
         format_number(m.get("sepa_lambda"), 2) if applies_sepa(row.condition) else "",
         format_seconds(m.get("step_time_s")), format_seconds(m.get("throttle_wait_s")),
         format_duration(row.eta_s), str(row.attempt),
+        ",".join(str(g) for g in getattr(row, "gpus", ()) or ()),
     )
 
 
@@ -93,6 +96,7 @@ class RunsTable(DataTable):
         self._cells: dict[str, tuple] = {}
         self._narrow: bool | None = None
         self._last_show: tuple | None = None
+        self._gpus = False
 
     def on_mount(self) -> None:
         self._set_columns(narrow=False)
@@ -100,15 +104,15 @@ class RunsTable(DataTable):
     def on_resize(self) -> None:
         narrow = self.size.width < WIDE_ENOUGH
         if narrow != self._narrow:
-            self._set_columns(narrow)
+            self._set_columns(narrow, self._gpus)
             if self._last_show is not None:
                 self.show(*self._last_show)
 
-    def _set_columns(self, narrow: bool) -> None:
-        self._narrow = narrow
+    def _set_columns(self, narrow: bool, gpus: bool = False) -> None:
+        self._narrow, self._gpus = narrow, gpus
         self.clear(columns=True)
         self._keep = [i for i, (key, _) in enumerate(COLUMNS)
-                      if not (narrow and key in NARROW_HIDDEN)]
+                      if not (narrow and key in NARROW_HIDDEN) and (gpus or key != GPU_COLUMN)]
         for i in self._keep:
             key, title = COLUMNS[i]
             self.add_column(title, key=key)
@@ -127,6 +131,8 @@ class RunsTable(DataTable):
         visible.sort(key=sort_key(sort), reverse=reverse)
         order = [r.name for r in visible]
         self._last_show = (rows, sort, reverse, status, condition)
+        if any(getattr(r, "gpus", ()) for r in rows) != self._gpus:
+            self._set_columns(bool(self._narrow), not self._gpus)
         cells = {r.name: tuple(row_cells(r)[i] for i in self._keep) for r in visible}
         if order != self._order:
             selected = self.selected_run
