@@ -40,7 +40,8 @@ def small_demo(path: Path, max_steps: int = 6) -> Path:
 
 
 def needs_trainer() -> None:
-    pytest.importorskip("retrain_core.train.cli", reason="the trainer (`retrain run`) is not built")
+    """The trainer ships with the package: a missing one fails the test, never skips it."""
+    import retrain_core.train.cli  # noqa: F401
 
 
 def wait_terminal(directory: Path, timeout: float = 240) -> dict:
