@@ -145,6 +145,14 @@ def test_explain_reports_the_gpu_bound(tmp_path):
         assert (est["effective_parallelism"], est["parallelism_bound"]) == (expected, "GPUs")
         text = retrain(["explain", _campaign(tmp_path, per_run)], fake_env(tmp_path), tmp_path).stdout
         assert f"parallelism: {expected} runs at once, bound by GPUs (4 GPUs ÷ {per_run} per run)" in text
+        # the TUI's plan panel shows the same figure and bound
+        from retrain_core.config import load_campaign
+        from retrain_core.plan import estimate
+        from retrain_tui.widgets.plan_panel import plan_text
+
+        camp = load_campaign(_campaign(tmp_path, per_run))
+        panel = plan_text(camp, estimate(camp, step_time_s=1.0).to_dict())
+        assert f"parallelism      {expected} (4 GPUs ÷ {per_run} per run)" in panel
 
 
 def test_a_share_larger_than_the_pool_is_refused_with_its_location(tmp_path):

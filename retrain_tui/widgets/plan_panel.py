@@ -40,7 +40,9 @@ def plan_text(campaign, estimate: dict | None, defaults: list[str] = ()) -> str:
             f"steps total      {e['total_steps']:,}",
             f"completions/step {e['completions_per_step']:,}",
             f"tokens/step  ≤   {e['token_budget_per_step']:,}",
-            f"parallelism      {e['effective_parallelism']}",
+            f"parallelism      {e['effective_parallelism']}"
+            # the GPU pool bound is named (the other bounds read off the fields above)
+            + (f" ({e['parallelism_detail']})" if e.get("parallelism_bound") == "GPUs" else ""),
         ]
         base = campaign.base
         throttle = (f"{base.backend.max_concurrent} slot(s)" if campaign.is_campaign
