@@ -5,25 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 
-# Two-sided 95% Student t critical values by degrees of freedom (no scipy dependency).
-_T95 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
-    120: 1.980,
-}
+from retrain_core.stats import t_ppf
 
 
 def t_critical_95(df: int) -> float:
-    if df <= 0:
-        return math.nan
-    if df in _T95:
-        return _T95[df]
-    for bound in (40, 60, 120):
-        if df < bound:
-            return _T95[bound]
-    return 1.960
+    """Two-sided 95% Student t quantile (exact: retrain_core.stats, the one used by compare)."""
+    return t_ppf(0.975, df) if df > 0 else math.nan
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
