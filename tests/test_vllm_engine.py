@@ -158,3 +158,35 @@ def test_campaign_with_vllm_but_no_vllm_is_refused_at_launch(tmp_path):
                    '[inference]\nengine = "vllm"\nvllm_command = "missing/bin/vllm"\n')
     problems = [p for p in launch_problems(load_campaign(cfg)) if p.key == "inference.engine"]
     assert problems and "cannot run here" in problems[0].message and "make vllm" in problems[0].message
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_retrain_run_reports_a_failed_engine_start_without_traceback(fake_vllm, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(textwrap.dedent(f"""\
+        [backend]
+        devices = "cpu"
+        [model]
+        model = "builtin:tiny-arith"
+        lora_rank = 4
+        [inference]
+        engine = "vllm"
+        vllm_command = "{fake_vllm}"
+        [training]
+        max_steps = 1
+        batch_size = 1
+        group_size = 2
+        max_tokens = 4
+        [data]
+        source = "arithmetic"
+        """))
+    env = dict(os.environ, FAKE_FAIL="1", PYTHONPATH=str(REPO))
+    env.pop("RETRAIN_RUN_ID", None)
+    res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
+                          str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 1, res.stderr
+    assert "retrain run: vLLM server exited with code 3 while starting" in res.stderr
+    assert "fake start-up failure: model not found" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert (tmp_path / "out" / "vllm.log").exists()

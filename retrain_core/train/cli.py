@@ -46,6 +46,7 @@ def select_run(camp, run_name: str | None, condition: str | None):
 
 def main(args) -> int:
     from retrain_core.config import ConfigError, load_campaign
+    from retrain_core.train.vllm_engine import VllmError
 
     standalone = RUN_ID_ENV not in os.environ
     try:
@@ -75,6 +76,10 @@ def main(args) -> int:
         print(f"retrain run: {exc}", file=sys.stderr)
         _record_error(run_dir, exc)
         code = EXIT_CONFIG_ERROR
+        return code
+    except VllmError as exc:  # the engine's own message says what and where (its log's tail)
+        print(f"retrain run: {exc}", file=sys.stderr)
+        _record_error(run_dir, exc)
         return code
     except Exception as exc:
         _record_error(run_dir, exc)  # error.json: what status, the TUI and the breaker show
