@@ -180,10 +180,6 @@ class Supervisor:
             self.log(f"GPU pool {self.pool}, {per_run} per run" if self.pool
                      else "no GPU in the pool: runs use the CPU")
         adopt_runs(self)
-        for name in self.order:  # runs ended by `stop` continue from their checkpoints
-            r = self.run_state(name)
-            if r.pop("stopped", False) and r["status"] == "killed":
-                r.update(status="pending", error="")
         self.write_state()
 
     def _finished(self) -> bool:
@@ -380,6 +376,7 @@ class Supervisor:
         # Record the intent first: a supervisor killed right after the spawn must find the
         # new wrapper on --resume instead of starting the run a second time.
         before = {k: r.get(k) for k in ("attempt", "launching", "launched_at")}
+        r.pop("stopped", None)
         r.update(attempt=attempt, launching=True, launched_at=now(), gpus=share or [])
         try:
             self.write_state()

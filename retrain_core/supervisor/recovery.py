@@ -133,10 +133,10 @@ def adopt_runs(sup) -> None:
         r["status"] = "running"
         sup.log(f"{name}: ended while no supervisor was watching")
         outcome = r.pop("kill_requested", None)
-        if outcome == "killed":  # it was being killed: that is how it ended
+        if outcome in ("killed", "stopped"):  # it was being killed: that is how it ended
             r.update(status="killed", exit_code=info.returncode, signal=info.signal,
                      ended_at=info.ended_at or now())
-        elif outcome in ("restart", "stopped"):  # a stopped run continues on --resume
+        elif outcome == "restart":
             r.update(status="pending", error="")
             sup.restart_first.append(name)
         else:
