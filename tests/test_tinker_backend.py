@@ -44,6 +44,10 @@ def server(tmp_path_factory):
 
 def _config(path: Path, base_url: str, *, seeds=(1,), conditions=2, max_steps=2,
             timeout_s=300, max_retries=0) -> Path:
+    # A reward with variance inside every group whatever the served model writes, so each
+    # step trains (the boxed-answer reward on 16 tokens would skip most groups).
+    (path.parent / "parity_reward.py").write_text(
+        "def score(completion, answer):\n    return float(len(completion) % 2)\n")
     conds = [("grpo", "none"), ("maxrl", "gtpo")][:conditions]
     cond_text = ",\n  ".join(f'{{ advantage_mode = "{a}", transform_mode = "{t}" }}' for a, t in conds)
     path.write_text(textwrap.dedent(f"""\
@@ -68,9 +72,15 @@ def _config(path: Path, base_url: str, *, seeds=(1,), conditions=2, max_steps=2,
 
         [training]
         batch_size = 2
-        group_size = 2
+        group_size = 4
         max_tokens = 16
         save_every = 1
+
+        [data]
+        source = "arithmetic"
+
+        [reward]
+        type = "parity_reward.score"
 
         [logging]
         wandb_project = ""
@@ -149,7 +159,9 @@ def test_a_server_that_dies_mid_campaign_fails_the_run_with_a_clear_error(tmp_pa
         assert res.returncode == 0, res.stderr
         root = Path(res.stdout.strip().splitlines()[-1])
         run_dir = root / "runs" / "grpo+none_s1"
-        wait_until(lambda: (run_dir / "metrics.jsonl").exists(), 150, what="a first step")
+        # from here each call waits at most 60 s, so the run must fail within a few minutes
+        metrics = run_dir / "metrics.jsonl"
+        wait_until(lambda: metrics.exists() and metrics.read_text().strip(), 150, what="a first step")
         srv.stop()
     wait_until(lambda: campaign_over(root), 150, what="the run to fail, not hang")
     run = state(root)["runs"]["grpo+none_s1"]

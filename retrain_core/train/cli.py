@@ -57,10 +57,13 @@ def main(args) -> int:
         return EXIT_CONFIG_ERROR
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
-    if cfg.backend.backend != "local":
+    from retrain_core.registry import REGISTRY
+
+    reason = REGISTRY.unavailable_reason("backend", cfg.backend.backend, cfg)
+    if reason:  # before any output is written: nothing to clean up
         from retrain_core.train.backend import BackendUnavailable
 
-        print(f"retrain run: {BackendUnavailable(cfg.backend.backend)}", file=sys.stderr)
+        print(f"retrain run: {BackendUnavailable(cfg.backend.backend, reason)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     run_dir = Path(args.run_dir or args.resume or Path(cfg.logging.log_dir) / run_name)
     run_dir.mkdir(parents=True, exist_ok=True)

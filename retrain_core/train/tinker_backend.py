@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -108,14 +109,33 @@ class TinkerBackend:
 
     # -- calls -------------------------------------------------------------------------
     def _call(self, what: str, submit):
-        """Run one API call and wait for it, with the timeout; failures name the call."""
+        """Run one API call and wait for it, at most `request_timeout_s`; failures name the call.
+
+        Some SDK calls block (client creation, saving weights for sampling) and retry a dead
+        connection for many minutes on their own; so the call runs in a daemon thread and is
+        abandoned at the timeout (the run then fails; the thread dies with the process)."""
         where = self.base_url or "the Tinker service"
-        try:
-            result = submit()
-            return result.result(timeout=self.timeout) if hasattr(result, "result") else result
-        except Exception as exc:  # the SDK raises its own hierarchy; keep its message
+        outcome: dict = {}
+
+        def work():
+            try:
+                result = submit()
+                outcome["value"] = (result.result(timeout=self.timeout)
+                                    if hasattr(result, "result") else result)
+            except Exception as exc:  # noqa: BLE001  (any SDK error: handed to the caller with its type)
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=work, name=f"tinker-{what}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise TinkerCallError(f"Tinker call {what} to {where} got no answer within "
+                                  f"{self.timeout:.0f} s ([backend] request_timeout_s)")
+        if "error" in outcome:
+            exc = outcome["error"]
             raise TinkerCallError(f"Tinker call {what} to {where} failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
+        return outcome["value"]
 
     def _sampling_client(self):
         if self.sampler is None:
