@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean vllm tinker-server ray
+.PHONY: setup demo test extras bench clean vllm tinker-server ray
 
 $(BIN)/python:
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
@@ -28,14 +28,20 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/retrain-tui configs/demo.toml
 
+# The whole suite on two workers. --dist loadfile keeps each test file on one worker, so a
+# module's shared Ray cluster, vLLM server or Tinker server starts once. Tests of optional
+# parts skip with the reason when their part is not installed (`make extras` installs them;
+# with RETRAIN_REQUIRE_EXTRAS=1, as in CI, a missing part fails instead).
 test: setup
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-# `[campaign] launcher = "ray"`: the ray extra, then its tests on a local 3-node Ray cluster
-# (they fail instead of skipping when Ray is missing: RETRAIN_REQUIRE_EXTRAS=1).
+# Every optional part, so that its tests run for real: the Ray and Tinker extras (the SDK pinned
+# to the protocol of the local test server), the vLLM venv and the local Tinker server's venv.
+TINKER_SDK_VERSION ?= 0.16.1
+extras: setup vllm tinker-server ray
+
 ray: setup
-	$(BIN)/python -m pip install -e ".[ray]"
-	RETRAIN_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -n 0 -q tests/test_ray_stream.py tests/test_ray_campaign.py
+	$(BIN)/python -m pip install -q -e ".[ray,tinker]" "tinker==$(TINKER_SDK_VERSION)"
 
 bench: setup
 	$(BIN)/python -m pip install -e ".[bench]"
