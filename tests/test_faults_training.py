@@ -7,6 +7,8 @@ naming it.
 
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 import sys
 
@@ -65,3 +67,63 @@ def test_a_nan_reward_is_an_error_naming_the_function(tmp_path, tiny_model_dir):
     assert "[reward].type = 'nanreward.score' returned nan" in res.stderr, res.stderr[-3000:]
     assert "returned nan" in read_error(run_dir)["message"]
     assert not (run_dir / "metrics.jsonl").exists() or read_jsonl(run_dir / "metrics.jsonl") == []
+
+
+def wandb_records(path) -> list[bytes]:
+    """The records of a .wandb file (a LevelDB-style log: 7-byte file header, 32 KiB blocks,
+    records of checksum u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last)."""
+    data, pos, out, part = path.read_bytes(), 7, [], b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            out.append(chunk)
+        elif kind in (2, 3):
+            part += chunk
+        elif kind == 4:
+            out.append(part + chunk)
+            part = b""
+        else:
+            break
+    return out
+
+
+def wandb_history(run_dir) -> list[list[dict]]:
+    """Per offline wandb run of `run_dir` (oldest first): its history rows."""
+    from wandb.proto import wandb_internal_pb2
+
+    runs = []
+    for path in sorted((run_dir / "wandb").glob("offline-run-*/*.wandb")):
+        rows = []
+        for data in wandb_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+        runs.append(rows)
+    return runs
+
+
+def test_wandb_keeps_the_steps_a_resume_redoes(tmp_path, tiny_model_dir):
+    cfg = write_config(tmp_path / "run.toml", max_steps=3, save_every=2, wandb="retrain-test")
+    run_dir = tmp_path / "run"
+    assert run_trainer(cfg, run_dir).returncode == 0
+    import shutil
+
+    shutil.rmtree(run_dir / "final")  # as if killed after step 3 was logged: resume from step_2
+    res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
+                          str(run_dir), "--quiet", "--max-steps", "4"], capture_output=True,
+                         text=True, timeout=900, env=trainer_env(), cwd=REPO, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    first, second = wandb_history(run_dir)
+    assert [r["train/step"] for r in first] == [0, 1, 2]
+    assert [r["train/step"] for r in second] == [2, 3]  # step 2 redone, logged again
+    for rows in (first, second):  # wandb's own counter never goes back
+        steps = [r["_step"] for r in rows]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert (run_dir / ".wandb_id").read_text().strip() in str(next((run_dir / "wandb").glob("offline-run-*")))

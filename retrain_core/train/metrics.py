@@ -85,13 +85,18 @@ class WandbLogger:
             project=project, entity=lg.wandb_entity or None, group=lg.wandb_group or label,
             name=lg.wandb_run_name or run_name, tags=tags, config=cfg.to_dict(),
             dir=str(run_dir), id=_wandb_id(run_dir), resume="allow")
+        # A resumed run redoes the steps after its checkpoint, and wandb drops a log whose
+        # step is not above the run's last one: log on wandb's own (monotone) counter and
+        # plot against train/step, so the redone steps are kept.
+        self.run.define_metric("train/step")
+        self.run.define_metric("train/*", step_metric="train/step")
 
     def log(self, metrics: dict) -> None:
         if self.run is None:
             return
         data = {f"train/{k}": v for k, v in metrics.items()
                 if isinstance(v, (int, float, bool)) and k != "step" and clean(v) is not None}
-        self.run.log(data, step=int(metrics["step"]))
+        self.run.log({**data, "train/step": int(metrics["step"])})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
