@@ -10,7 +10,8 @@ TABLE_METRICS = ("mean_reward", "correct_rate", "loss", "sepa_lambda", "step_tim
                  "throttle_wait_s")
 PLOT_METRICS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "sepa_lambda",
                 "step_time_s", "throttle_wait_s", "tokens_per_second", "grad_norm",
-                "exec_surprisal_mean", "planning_token_fraction", "mean_completion_tokens")
+                "exec_surprisal_mean", "planning_token_fraction", "mean_completion_tokens",
+                "mismatch_logp_abs_mean")  # sampler vs training pass (vLLM engine: #14)
 KEPT_METRICS = tuple(dict.fromkeys(TABLE_METRICS + PLOT_METRICS))
 FINISHED = ("succeeded", "failed", "killed")
 
