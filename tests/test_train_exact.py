@@ -290,3 +290,15 @@ def test_paired_difference_and_seed_interval_vectors():
     assert mean == pytest.approx(0.10) and high - mean == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
     with pytest.raises(ValueError):
         paired_difference([True], [True, False])
+
+
+def test_first_epoch_gradient_is_whole_with_clipping_on():
+    """At ratio 1 (every token of the first epoch) both PPO branches tie; the gradient must
+    be the full −A/N (torch.minimum would split it in half between the branches)."""
+    from retrain_core.train.logprobs import policy_loss
+
+    lp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
+    adv = torch.tensor([[1.0, 1.0], [-2.0, 0.5]])
+    active = torch.ones(2, 2, dtype=torch.bool)
+    policy_loss(lp, lp.detach(), adv, active, 4, clip_eps=0.2).backward()
+    assert torch.allclose(lp.grad, -adv / 4)
