@@ -140,6 +140,7 @@ def vllm_processes(campaign: str, run: str | None = None) -> list[psutil.Process
 
 
 @pytest.mark.timeout(1200)
+@pytest.mark.usefixtures("procs")  # teardown: kills whatever a failed assertion left running
 def test_campaign_kill_and_stop_leave_no_vllm_process(tmp_path, tiny_model_dir):
     require_vllm()
     cfg = tmp_path / "c.toml"
