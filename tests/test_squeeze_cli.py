@@ -47,6 +47,8 @@ def test_json_output_and_analysis_out(spec_adapter: Path, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)  # stdout holds nothing but the JSON document
     assert printed["recommended_rank"] == 1 and printed["source_rank"] == 2
+    # progress goes to stderr: what is read, then how long it took
+    assert "analysing" in proc.stderr and "1 modules analysed in" in proc.stderr
     assert [row["rank"] for row in printed["rows"]] == [1, 2]
     assert [row["recommended"] for row in printed["rows"]] == [True, False]
     assert json.loads(out.read_text()) == printed

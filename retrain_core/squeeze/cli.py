@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .adapter import SqueezeError
@@ -107,9 +108,16 @@ def _run(args: argparse.Namespace, settings: dict) -> int:
     from .compress import compress_adapter
     from .report import log_to_wandb, wandb_project_for, write_analysis_json
 
+    # A 4B model's rank-128 adapter is ~1 GB of weights: say what is happening meanwhile
+    # (on stderr, so --json output stays one document).
+    started = time.monotonic()
+    print(f"retrain squeeze: analysing {settings['adapter']} ({_size_mb(settings['adapter']):.0f} MB) …",
+          file=sys.stderr, flush=True)
     analysis = analyze_adapter(settings["adapter"], min_variance_retention=settings["threshold"],
                                target_ranks=settings["target_ranks"],
                                source_rank=settings["source_rank"], device=settings["device"])
+    print(f"retrain squeeze: {analysis.num_layers} modules analysed in "
+          f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     # With --json stdout carries only the JSON document; messages go to stderr.
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     if args.analysis_out:
@@ -117,6 +125,8 @@ def _run(args: argparse.Namespace, settings: dict) -> int:
     report = analysis.to_dict()
     if settings["output"]:
         rank = settings["compress_to"] or analysis.recommended_rank
+        print(f"retrain squeeze: compressing to rank {rank} into {settings['output']} …",
+              file=sys.stderr, flush=True)
         out = compress_adapter(settings["adapter"], rank, settings["output"],
                                device=settings["device"])
         report["compressed"] = {"rank": rank, "path": str(out)}
@@ -135,3 +145,9 @@ def _run(args: argparse.Namespace, settings: dict) -> int:
         except Exception as exc:  # noqa: BLE001 - the analysis succeeded; wandb is a side channel
             print(f"retrain squeeze: warning: wandb logging failed: {exc}", file=sys.stderr)
     return 0
+
+
+def _size_mb(path) -> float:
+    path = Path(path)
+    files = [path] if path.is_file() else list(path.glob("*.safetensors")) + list(path.glob("*.bin"))
+    return sum(f.stat().st_size for f in files if f.exists()) / 2**20
