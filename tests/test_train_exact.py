@@ -68,8 +68,8 @@ def sampled_vs_recomputed(backend: LocalBackend, group_size: int = 3) -> tuple[f
 
 def test_model_generation_config_processors_do_not_touch_rl_sampling(gpt2_dir):
     backend = make_backend(gpt2_dir, ["c_attn"], merge=False)
-    gap, rollouts = sampled_vs_recomputed(backend)
-    assert gap < 1e-4, gap  # with the checkpoint's processors active: ~0.1 nats
+    gap, _ = sampled_vs_recomputed(backend)
+    assert gap < 1e-4, gap  # with the checkpoint's processors active: 0.06 nats
     # suppress_tokens was not applied either: the sampler may pick those ids
     assert backend.model.get_base_model().generation_config.repetition_penalty == 1.3  # put back
 
@@ -124,7 +124,7 @@ def test_no_deprecated_cache_argument_in_stderr(tiny_model_dir, tmp_path):
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+                          timeout=300, cwd=tmp_path, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
     assert "deprecated" not in done.stderr.lower(), done.stderr[-2000:]
 

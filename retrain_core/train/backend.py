@@ -58,7 +58,7 @@ CACHE_KWARG = _cache_kwarg()
 
 def _cache_of(output) -> object:
     """The KV cache of a model output, read under its current name (no deprecation warning)."""
-    return output["cache"] if "cache" in output.keys() else output["past_key_values"]
+    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def pick_device(devices: str) -> torch.device:
