@@ -9,7 +9,9 @@ temperature 1.0 / top_p 1.0, same max_tokens. For each batch size N (completions
 call: N/8 prompts × G = 8, or 1 × N below 8) it prints completions/s and completion
 tokens/s, median of `--rounds` timed calls after one warm-up call each, and the smallest N
 at which vLLM is faster (the crossover). The vLLM engine's start-up (server process to
-healthy) is reported on its own line: it is paid once per run. Needs `make vllm`.
+healthy) is reported on its own line: it is paid once per run. Last, the agreement of
+vLLM's sampled-token log-probs with the HF training pass (`--dtype` sets both sides).
+Needs `make vllm`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def make_backend(args):
 
     cfg = Config()
     cfg.model.model, cfg.model.lora_rank, cfg.backend.devices = args.model, 8, "cpu"
+    cfg.model.dtype = args.dtype
     cfg.inference.engine = "vllm"
     cfg.inference.vllm_command = args.vllm_command
     t = cfg.training
@@ -48,6 +51,19 @@ def timed(sample, prompts, group) -> tuple[float, int]:
     return time.perf_counter() - started, int(rollouts.mask.sum())
 
 
+def agreement(backend) -> None:
+    """vLLM's sampled-token log-probs vs the HF training pass on the same tokens."""
+    import torch
+
+    torch.manual_seed(0)
+    rollouts = backend.sample(QUESTIONS[:4], 8)
+    with torch.no_grad():
+        lp, _ = backend.forward_logprobs(rollouts, torch.arange(32))
+    gap = (lp.float() - rollouts.logprobs)[rollouts.mask].abs()
+    print(f"agreement (32 completions, {int(rollouts.mask.sum())} tokens): mean |Δ log p| "
+          f"{float(gap.mean()):.2e}, max {float(gap.max()):.2e}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:tiny-arith")
@@ -56,6 +72,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the HF side")
     parser.add_argument("--vllm-command", default=".venv-vllm/bin/vllm")
+    parser.add_argument("--dtype", default="float32", help="both sides: float32 or bfloat16")
     args = parser.parse_args()
 
     import torch
@@ -64,7 +81,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     backend, start_s = make_backend(args)
-    print(f"model {args.model}, max_tokens {args.max_tokens}, temperature 1.0, top_p 1.0, "
+    print(f"model {args.model} ({args.dtype}), max_tokens {args.max_tokens}, temperature 1.0, top_p 1.0, "
           f"HF threads {args.threads}, rounds {args.rounds} (median)")
     print(f"vLLM engine start-up: {backend.server.started_s:.1f} s from launch to healthy "
           f"({start_s:.1f} s with the trainer's own model load)")
@@ -87,6 +104,7 @@ def main() -> int:
                       flush=True)
             if crossover is None and speed["vllm"] > speed["hf"]:
                 crossover = n
+        agreement(backend)
     finally:
         backend.close()
     print(f"crossover: vLLM faster from N = {crossover} completions per call" if crossover
