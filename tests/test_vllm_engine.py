@@ -39,6 +39,12 @@ FAKE_SERVER = textwrap.dedent("""\
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        def do_POST(self):  # LoRA loads succeed; a completion hangs (a long sample)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/v1/completions":
+                open(os.environ["FAKE_ARGS_FILE"] + ".sampling", "w").close()
+                import time; time.sleep(600)
+            self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
         def log_message(self, *a): pass
     port = int(args[args.index("--port") + 1])
     http.server.HTTPServer((args[args.index("--host") + 1], port), Health).serve_forever()
@@ -160,27 +166,30 @@ def test_campaign_with_vllm_but_no_vllm_is_refused_at_launch(tmp_path):
     assert problems and "cannot run here" in problems[0].message and "make vllm" in problems[0].message
 
 
+RUN_TOML = textwrap.dedent("""\
+    [backend]
+    devices = "cpu"
+    [model]
+    model = "builtin:tiny-arith"
+    lora_rank = 4
+    [inference]
+    engine = "vllm"
+    vllm_command = "{command}"
+    [training]
+    max_steps = 1
+    batch_size = 1
+    group_size = 2
+    max_tokens = 4
+    [data]
+    source = "arithmetic"
+    """)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_retrain_run_reports_a_failed_engine_start_without_traceback(fake_vllm, tmp_path):
     cfg = tmp_path / "run.toml"
-    cfg.write_text(textwrap.dedent(f"""\
-        [backend]
-        devices = "cpu"
-        [model]
-        model = "builtin:tiny-arith"
-        lora_rank = 4
-        [inference]
-        engine = "vllm"
-        vllm_command = "{fake_vllm}"
-        [training]
-        max_steps = 1
-        batch_size = 1
-        group_size = 2
-        max_tokens = 4
-        [data]
-        source = "arithmetic"
-        """))
+    cfg.write_text(RUN_TOML.format(command=fake_vllm))
     env = dict(os.environ, FAKE_FAIL="1", PYTHONPATH=str(REPO))
     env.pop("RETRAIN_RUN_ID", None)
     res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
@@ -190,3 +199,25 @@ def test_retrain_run_reports_a_failed_engine_start_without_traceback(fake_vllm, 
     assert "fake start-up failure: model not found" in res.stderr
     assert "Traceback" not in res.stderr
     assert (tmp_path / "out" / "vllm.log").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stop_signal_to_the_run_group_mid_sample_is_a_clean_stop(fake_vllm, tmp_path):
+    """SIGTERM to the run's process group (what the supervisor sends) also ends the server
+    in the middle of a request: the failed sample is the stop, exit 75, no traceback."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(RUN_TOML.format(command=fake_vllm))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("RETRAIN_RUN_ID", None)
+    trainer = subprocess.Popen([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
+                                str(tmp_path / "out")], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until((tmp_path / "args.json.sampling").exists, 60, what="a sample in flight")
+        os.killpg(trainer.pid, signal.SIGTERM)
+        out, err = trainer.communicate(timeout=120)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 75, err
+    assert "Traceback" not in err and "before step 0 finished" in out

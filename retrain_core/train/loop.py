@@ -186,6 +186,11 @@ class Trainer:
         try:
             wait = throttle.last_wait_s
             rollouts = self.backend.sample(prompts, t.group_size)
+        except Exception:
+            # A stop signal reaches the whole process group: a vLLM server in it may end
+            # mid-request. Then the failed sample is the stop, not a crash.
+            stop.check()
+            raise
         finally:
             throttle.release()
         stop.check()  # between sampling and training: the sample is dropped, nothing trained
