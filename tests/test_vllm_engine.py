@@ -221,3 +221,17 @@ def test_stop_signal_to_the_run_group_mid_sample_is_a_clean_stop(fake_vllm, tmp_
         trainer.kill()
     assert trainer.returncode == 75, err
     assert "Traceback" not in err and "before step 0 finished" in out
+
+
+@pytest.mark.parametrize("engine,shown", [("vllm", True), ("hf", False)])
+def test_plan_panel_names_a_non_default_engine(tmp_path, engine, shown):
+    from retrain_core.config import load_campaign
+    from retrain_core.plan import estimate
+    from retrain_tui.widgets.plan_panel import plan_text
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[campaign]\nseeds = [1]\n[inference]\nengine = "{engine}"\n')
+    camp = load_campaign(cfg)
+    panel = plan_text(camp, estimate(camp, step_time_s=1.0).to_dict())
+    assert ("engine           vllm (a server per run)" in panel) is shown
+    assert "engine           hf" not in panel

@@ -48,6 +48,8 @@ def plan_text(campaign, estimate: dict | None, defaults: list[str] = ()) -> str:
         throttle = (f"{base.backend.max_concurrent} slot(s)" if campaign.is_campaign
                     else "none (single run)")
         lines.append(f"throttle         {throttle}")
+        if base.inference.engine != "hf":  # the default sampler goes unsaid; another is named
+            lines.append(f"engine           {base.inference.engine} (a server per run)")
         step = e.get("median_step_time_s")
         lines += [
             f"step time        {'-' if step is None else f'{step:.2f} s'}",
