@@ -274,6 +274,10 @@ REGISTRY.register("reward", "boxed", "retrain_core.train.rewards:boxed_reward")
 REGISTRY.register("data_source", "arithmetic", "retrain_core.train.data:arithmetic_source")
 REGISTRY.register("data_source", "jsonl", "retrain_core.train.data:jsonl_source")
 REGISTRY.register("data_source", "math", "retrain_core.train.data:math_source")
+REGISTRY.register("data_source", "reasoning_gym", "retrain_core.train.reasoning_gym_source:reasoning_gym_source",
+                  aliases=("reasoning-gym",))
+REGISTRY.register("reward", "reasoning_gym", "retrain_core.train.reasoning_gym_source:reasoning_gym_reward",
+                  aliases=("reasoning-gym",))
 REGISTRY.register("backend", "local", "retrain_core.train.backend:LocalBackend")
 REGISTRY.register("backend", "tinker", "retrain_core.train.tinker_backend:TinkerBackend",
                   check="retrain_core.train.tinker_backend:tinker_unavailable_reason")
@@ -284,3 +288,5 @@ REGISTRY.register("launcher", "local", "retrain_core.supervisor.launcher:LocalLa
 REGISTRY.register("launcher", "ray", "retrain_core.supervisor.ray_launcher:RayLauncher",
                   check="retrain_core.supervisor.ray_launcher:ray_unavailable_reason")
 REGISTRY.register("builtin_model", "tiny-arith", "retrain_core.models.tiny:tiny_model_path")
+REGISTRY.register("builtin_model", "smollm2-135m", "retrain_core.models.smol:smollm2_model_path",
+                  check="retrain_core.models.smol:unavailable_reason")

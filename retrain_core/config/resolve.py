@@ -81,6 +81,10 @@ def data_problem(source: str, config_dir: Path, dirs: list[Path]) -> str | None:
 
 def model_problem(model: str, config_dir: Path) -> str | None:
     if model.startswith("builtin:"):
+        entry = REGISTRY.builtin("builtin_model", model.removeprefix("builtin:"))
+        if entry is not None and entry.check:  # made on first use (a conversion): only ask if it can be
+            reason = REGISTRY.unavailable_reason("builtin_model", entry.name, model)
+            return f"built-in model {model} cannot be used: {reason}" if reason else None
         try:
             path = REGISTRY.resolve("builtin_model", model.removeprefix("builtin:"))()
         except (PluginError, OSError) as exc:

@@ -115,6 +115,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "inference.vllm_command": NON_EMPTY,
     "inference.gpu_memory_utilization": ("0 (automatic) or a share in (0, 1]", lambda v: 0 <= v <= 1),
     "inference.vllm_start_timeout_s": POSITIVE,
+    "inference.sampling_memory_gb": NON_NEGATIVE,
+    "training.micro_batch_tokens": NON_NEGATIVE_INT,
     "data.max_examples": NON_NEGATIVE_INT,
     "gtpo.beta": NON_NEGATIVE,
     # α > 1 would flip the sign of negative advantages on planning tokens.
@@ -249,6 +251,7 @@ CHOICES: dict[str, Callable[[str], tuple[str, str | None]]] = {
     "reward.type": _registered("reward"),
     "sepa.schedule": lambda v: _choice(v, SEPA_SCHEDULES),
     "training.lr_schedule": lambda v: _choice(v, ("constant", "linear", "cosine")),
+    "training.activation_checkpointing": lambda v: _choice(v, ("auto", "on", "off")),
     "campaign.on_stall": lambda v: _choice(v, ("flag", "restart")),
     "eval.sampling": lambda v: _choice(v, ("greedy", "sampled", "both")),
     "campaign.launcher": lambda v: _choice(v, tuple(REGISTRY.names("launcher", installed=False))),

@@ -103,6 +103,8 @@ class InferenceConfig:
     vllm_command: str = ".venv-vllm/bin/vllm"  # relative: to the working folder, else the checkout
     gpu_memory_utilization: float = 0.0  # 0 = 0.35 of a GPU; on CPU ~4 GiB of host memory
     vllm_start_timeout_s: float = 600.0  # engine start-up (≈70 s on a loaded 2-core CPU box)
+    # hf engine: KV-cache budget of one sampling chunk; 0 = 0.9 of free GPU memory (CPU: no chunks)
+    sampling_memory_gb: float = 0.0
 
 
 @dataclass
@@ -122,6 +124,8 @@ class TrainingConfig:
     lr_schedule: str = "constant"  # "constant", "linear" (to 0 at max_steps) or "cosine"
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr, then the schedule
     save_every: int = 20
+    micro_batch_tokens: int = 0  # padded tokens per training micro-batch; 0 = from free GPU memory (CPU: all)
+    activation_checkpointing: str = "auto"  # "auto" (on a GPU), "on" or "off"
 
 
 @dataclass

@@ -59,8 +59,13 @@ def resolve_model_path(name: str) -> str:
     """`builtin:tiny-arith` → the shipped directory; anything else unchanged."""
     if name == BUILTIN_NAME:
         return str(tiny_model_path())
-    if name.startswith("builtin:"):
-        raise ValueError(f"unknown built-in model {name!r} (available: {BUILTIN_NAME})")
+    if name.startswith("builtin:"):  # another registered built-in (e.g. builtin:smollm2-135m)
+        from retrain_core.registry import REGISTRY, PluginError
+
+        try:
+            return str(REGISTRY.resolve("builtin_model", name.removeprefix("builtin:"))())
+        except PluginError as exc:
+            raise ValueError(f"[model].model: {exc}") from None
     return name
 
 

@@ -17,6 +17,9 @@ import torch
 
 from retrain_core.train.finite import NonFiniteGuard
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
+from retrain_core.train.memory import (DTYPE_BYTES, checkpointing_wanted, concat_rollouts, micro_batch_token_budget,
+                                       micro_batches, sampling_budget_bytes, sampling_bytes_per_row,
+                                       sampling_chunks)
 from retrain_core.train.mismatch import MismatchStats
 
 
@@ -143,7 +146,15 @@ class LocalBackend:
                           target_modules=list(cfg.model.lora_target_modules), task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)
         self.want_entropy = want_entropy
-        self.micro_batch_rows = micro_batch_rows or (8 if self.device.type == "cuda" else 0)
+        # Training micro-batches: a fixed row count when given, else by [training]
+        # micro_batch_tokens (see train/memory.py); checkpointing "auto" is on on a GPU.
+        self.micro_batch_rows = micro_batch_rows
+        self.checkpointing = checkpointing_wanted(cfg.training, self.device)
+        if self.checkpointing:  # (named gradient_checkpointing_enable before transformers 5.2x)
+            if hasattr(base, "activation_checkpointing_enable"):
+                base.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         t = cfg.training
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=(0.9, 0.95), eps=1e-8,
@@ -238,9 +249,25 @@ class LocalBackend:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    @torch.no_grad()
     def sample(self, prompts: list[str], group_size: int, temperature: float | None = None,
                max_tokens: int | None = None) -> Rollouts:
+        """All B×G rows, in row chunks whose worst-case KV cache fits the sampling budget
+        (one chunk when it all fits, or on a CPU without [inference] sampling_memory_gb)."""
+        limit = max_tokens or self.cfg.training.max_tokens
+        widest = max((len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts), default=0)
+        dtype_bytes = DTYPE_BYTES.get(str(self.model.dtype).removeprefix("torch."), 4)
+        row_bytes = sampling_bytes_per_row(self.model.config, dtype_bytes, widest, limit)
+        chunks = sampling_chunks(len(prompts), group_size, row_bytes,
+                                 sampling_budget_bytes(self.cfg.inference, self.device))
+        if len(chunks) == 1:
+            return self._sample_rows(prompts, group_size, temperature, max_tokens)
+        parts = [self._sample_rows(prompts[first : first + count], rows, temperature, max_tokens)
+                 for first, count, rows in chunks]
+        return concat_rollouts(parts, self.tokenizer.pad_token_id, group_size)
+
+    @torch.no_grad()
+    def _sample_rows(self, prompts: list[str], group_size: int, temperature: float | None = None,
+                     max_tokens: int | None = None) -> Rollouts:
         t = self.cfg.training
         temperature = t.temperature if temperature is None else temperature
         rows = [p for p in prompts for _ in range(group_size)]
@@ -298,11 +325,17 @@ class LocalBackend:
         inner = getattr(causal_lm, causal_lm.base_model_prefix)
         p_ids, c_ids = rollouts.prompt_ids[rows], rollouts.completion_ids[rows]
         p_mask, c_mask = rollouts.prompt_mask[rows].long(), rollouts.mask[rows].long()
+        # Columns past these rows' longest completion are all padding: not run at all.
+        full_width = c_ids.shape[1]
+        width = max(int(c_mask.sum(dim=1).max()), 1) if full_width else 0
+        c_ids, c_mask = c_ids[:, :width], c_mask[:, :width]
         attn = torch.cat([p_mask, c_mask], dim=1)
         position_ids = (attn.cumsum(dim=1) - 1).clamp(min=0)  # as generate does for left padding
         p = p_ids.shape[1]
         _, counts = torch.unique_consecutive(rollouts.group_ids[rows], return_counts=True)
-        shared = bool((counts == counts[0]).all()) and int(counts[0]) > 1 and self.share_prompt_pass
+        # (Under activation checkpointing a layer in training mode keeps no KV cache.)
+        shared = (bool((counts == counts[0]).all()) and int(counts[0]) > 1 and self.share_prompt_pass
+                  and not (self.checkpointing and self.model.training))
         with self._autocast():
             if shared:
                 first = torch.cumsum(counts, 0) - counts
@@ -320,8 +353,10 @@ class LocalBackend:
                 hidden = inner(input_ids=ids, attention_mask=attn, position_ids=position_ids,
                                use_cache=False).last_hidden_state
                 hidden = hidden[:, p - 1 : p - 1 + c_ids.shape[1]]
-        return token_logprobs(hidden, causal_lm.get_output_embeddings(), c_ids,
-                              temperature=self.cfg.training.temperature, want_entropy=want_entropy)
+        lp, ent = token_logprobs(hidden, causal_lm.get_output_embeddings(), c_ids,
+                                 temperature=self.cfg.training.temperature, want_entropy=want_entropy)
+        pad = (0, full_width - width)
+        return torch.nn.functional.pad(lp, pad), None if ent is None else torch.nn.functional.pad(ent, pad)
 
     def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor,
                    active_rows: torch.Tensor | None = None, lr: float | None = None) -> dict:
@@ -341,8 +376,7 @@ class LocalBackend:
         num_active = int(active.sum())
         self.model.train()
         row_ids = torch.nonzero(active_rows.to(self.device)).squeeze(1)
-        step = self.micro_batch_rows or max(len(row_ids), 1)
-        chunks = [row_ids[start : start + step] for start in range(0, len(row_ids), step)]
+        chunks = self._micro_batches(rollouts, row_ids)
         old: list[torch.Tensor] = []  # first-epoch log-probs per chunk: what later ratios are against
         mismatch, tis = MismatchStats(), []  # per chunk: TIS weights vs the sampler's log-probs
         loss_total, grad_norm = 0.0, 0.0
@@ -374,6 +408,21 @@ class LocalBackend:
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "ppo_ratio_mean": ratio_sum / counted if counted else 1.0, "ppo_ratio_max": ratio_max,
                 "ppo_clip_fraction": outside / counted if counted else 0.0, **mismatch.metrics()}
+
+    def _micro_batches(self, rollouts: Rollouts, row_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Training micro-batches: `micro_batch_rows` rows each when set, else by the token
+        budget of [training] micro_batch_tokens (from free GPU memory when 0)."""
+        if self.micro_batch_rows:
+            step = self.micro_batch_rows
+            return [row_ids[start : start + step] for start in range(0, len(row_ids), step)]
+        dtype_bytes = DTYPE_BYTES.get(str(self.model.dtype).removeprefix("torch."), 4)
+        budget = micro_batch_token_budget(self.cfg.training, self.model.config, dtype_bytes, self.device,
+                                          self.checkpointing)
+        rows = row_ids.tolist()
+        lengths = rollouts.mask.sum(dim=1)[row_ids].tolist()
+        groups = rollouts.group_ids[row_ids].tolist()
+        return [torch.tensor(b, dtype=torch.long, device=row_ids.device)
+                for b in micro_batches(rows, lengths, rollouts.prompt_ids.shape[1], groups, budget)]
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -22,6 +22,7 @@ from retrain_core.train import EXIT_OK, EXIT_PREEMPTED
 from retrain_core.train import checkpoint as ckpt
 from retrain_core.train.data import DataStream, load_examples, render_prompt
 from retrain_core.train.mismatch import METRIC_KEYS as MISMATCH_KEYS
+from retrain_core.train.memory import is_oom, memory_metrics, oom_error
 from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
 from retrain_core.train.periodic_eval import EVAL_FILE, PeriodicEval
 from retrain_core.train.rewards import resolve_reward
@@ -170,6 +171,15 @@ class Trainer:
         where = self.run_dir / "final" if final else self.run_dir / "checkpoints" / f"step_{self.step}"
         return ckpt.save_checkpoint(self.backend, where, self.state())
 
+    def in_phase(self, phase: str, fn, *args, **kwargs):
+        """`fn(...)`; out of memory becomes an error naming the phase, the step and the knob."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_oom(exc):
+                raise oom_error(phase, self.step, self.cfg, exc) from exc
+            raise
+
     # -- one step ------------------------------------------------------------------------
     def run_step(self, throttle, stop: StopFlag | None = None) -> tuple[dict, list[dict]]:
         """One step; raises `StopRequested` (state as it was before the step is the caller's
@@ -185,7 +195,7 @@ class Trainer:
         stop.acquire(throttle)
         try:
             wait = throttle.last_wait_s
-            rollouts = self.backend.sample(prompts, t.group_size)
+            rollouts = self.in_phase("sampling", self.backend.sample, prompts, t.group_size)
         except Exception:
             # A stop signal reaches the whole process group: a vLLM server in it may end
             # mid-request. Then the failed sample is the stop, not a crash.
@@ -218,7 +228,8 @@ class Trainer:
             try:
                 wait += throttle.last_wait_s
                 train_started = time.time()
-                train_stats = self.backend.train_step(rollouts, out.token_advantages, active_rows=~out.skipped,
+                train_stats = self.in_phase("training", self.backend.train_step, rollouts,
+                                            out.token_advantages, active_rows=~out.skipped,
                                                       lr=lr)
             finally:
                 throttle.release()
@@ -250,7 +261,7 @@ class Trainer:
             "plan_surprisal_mean": stats.get("plan_surprisal_mean"),
             "plan_surprisal_var": stats.get("plan_surprisal_var"),
             "planning_token_fraction": stats.get("planning_token_fraction", 0.0),
-            "peak_memory_mb": peak_memory_mb(), "time": time.time(), "skipped": skipped_step,
+            "peak_memory_mb": peak_memory_mb(), **memory_metrics(), "time": time.time(), "skipped": skipped_step,
         }
         generations = [
             {"step": self.step, "prompt": p[:200], "completion": c[:500], "reward": float(r), "num_tokens": int(k)}

@@ -17,9 +17,11 @@ METRIC_FIELDS = (
     "train_time_s", "throttle_wait_s", "tokens_per_second", "batch_size", "group_size", "lr",
     "grad_norm", "ppo_ratio_mean", "ppo_ratio_max", "ppo_clip_fraction", "exec_surprisal_mean", "exec_surprisal_var", "plan_surprisal_mean",
     "plan_surprisal_var", "planning_token_fraction", "peak_memory_mb", "time",
+    "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "host_rss_mb", "host_peak_rss_mb",
 )
 TIMING_FIELDS = ("step_time_s", "sample_time_s", "train_time_s", "throttle_wait_s",
-                 "tokens_per_second", "peak_memory_mb", "time")
+                 "tokens_per_second", "peak_memory_mb", "time",
+                 "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "host_rss_mb", "host_peak_rss_mb")
 
 
 def clean(value):
