@@ -90,7 +90,7 @@ def main() -> int:
     crossover = None
     try:
         for n in (int(x) for x in args.sizes.split(",")):
-            group = 8 if n >= 8 else n
+            group = min(8, n)
             prompts = [QUESTIONS[i % len(QUESTIONS)] for i in range(max(n // group, 1))]
             speed = {}
             for name, sample in engines.items():

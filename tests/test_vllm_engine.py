@@ -193,7 +193,8 @@ def test_retrain_run_reports_a_failed_engine_start_without_traceback(fake_vllm, 
     env = dict(os.environ, FAKE_FAIL="1", PYTHONPATH=str(REPO))
     env.pop("RETRAIN_RUN_ID", None)
     res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "run", str(cfg), "--run-dir",
-                          str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=240)
+                          str(tmp_path / "out")], check=False, env=env, capture_output=True, text=True,
+                         timeout=240)
     assert res.returncode == 1, res.stderr
     assert "retrain run: vLLM server exited with code 3 while starting" in res.stderr
     assert "fake start-up failure: model not found" in res.stderr

@@ -79,12 +79,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _libc_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the supervisor's group kill still applies
+        return None
+
+
+# Looked up here, not in the child: between fork and exec only async-signal-safe work is
+# safe when the trainer has threads (dlopen takes a lock another thread may hold).
+_PRCTL = _libc_prctl()
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Runs in the child between fork and exec: SIGTERM to it when the trainer dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the supervisor's group kill still applies
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:  # the trainer died before prctl took effect
         os._exit(1)
 
@@ -129,7 +139,7 @@ class VllmServer:
         self.args = args
 
     # -- life cycle ---------------------------------------------------------------------
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_API_KEY=self.api_key,
                    VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1",
@@ -144,7 +154,7 @@ class VllmServer:
             log.flush()
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, close_fds=True,
-                                            preexec_fn=lambda: _die_with_parent(parent))
+                                            preexec_fn=lambda: _die_with_parent(parent))  # noqa: PLW1509
         atexit.register(self.close)
         try:
             self._wait_healthy()
@@ -190,10 +200,7 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        try:
-            atexit.unregister(self.close)
-        except Exception:  # noqa: BLE001 - interpreter shutting down
-            pass
+        atexit.unregister(self.close)
 
     # -- HTTP ---------------------------------------------------------------------------
     def post(self, path: str, payload: dict, timeout: float = 600.0) -> dict | str:

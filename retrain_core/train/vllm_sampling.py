@@ -45,7 +45,7 @@ class VllmBackend(LocalBackend):
             dtype=VLLM_DTYPES[next(self.model.parameters()).dtype], on_gpu=self.device.type == "cuda",
             command=inf.vllm_command, memory_share=inf.gpu_memory_utilization,
             max_model_len=min(model_max, wanted) if model_max else wanted,
-            start_timeout_s=inf.vllm_start_timeout_s, seed=t.seed if t.seed >= 0 else 0).start()
+            start_timeout_s=inf.vllm_start_timeout_s, seed=max(t.seed, 0)).start()
         atexit.register(self.close)  # the adapters' folder goes with the server
         self.weights_version = 0  # bumped whenever the LoRA weights change
         self.served: tuple[int, str] | None = None  # (weights_version, adapter name) on the server
