@@ -28,10 +28,13 @@ from .config import Campaign
 GPU_PRESETS: dict[str, float] = {"h100": 15.1, "a100": 25.2, "4090": 45.4}
 PRESET_TOKEN_BUDGET = 8 * 16 * 10240
 GPU_NAME_MARKERS = {"h100": "H100", "a100": "A100", "4090": "4090"}
-# The CPU preset: median seconds per step of configs/demo.toml's shape (builtin:tiny-arith,
-# B=4, G=8, max_tokens=40) on an idle 2-core box, one run at a time (docs/BENCHMARKS.md has
-# the command). Scaled by the token budget like the GPU presets; a loaded box is slower.
-CPU_PRESET_S = 0.9
+# The CPU preset: seconds per step of one run of configs/demo.toml's shape (builtin:tiny-arith,
+# B=4, G=8, max_tokens=40) on a 2-core box while the demo runs as configured, two runs at a
+# time: one run alone measured 0.91 s/step on a quiet box, two share the cores (x2), which
+# matches the demo's measured 4-5 min for 300 steps. docs/BENCHMARKS.md has the commands and
+# the loaded figures (13-35 s/step at load 9-32). Scaled by the token budget like the GPU
+# presets.
+CPU_PRESET_S = 1.8
 CPU_PRESET_TOKEN_BUDGET = 4 * 8 * 40
 
 
@@ -242,8 +245,8 @@ def _run_shape(run) -> tuple:
 
 def _preset_detail(gpu: str, how: str) -> str:
     if gpu == "cpu":
-        return (f"CPU preset ({how}): {CPU_PRESET_S} s/step for the tiny model at 4×8×40 "
-                "tokens on 2 idle cores, scaled by the token budget; slower on a busy box")
+        return (f"CPU preset ({how}): {CPU_PRESET_S} s/step, the tiny model at 4×8×40 tokens, "
+                "2 runs on 2 idle cores, scaled by the token budget; a busy box is slower")
     return (f"{gpu.upper()} preset ({how}): {GPU_PRESETS[gpu]} s/step at 8×16×10240 tokens, "
             "scaled by the token budget")
 
