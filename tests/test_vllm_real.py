@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -76,6 +78,11 @@ def test_rollouts_come_from_vllm_and_match_the_training_pass(backend):
     print(f"mean |Δ log p| vLLM vs HF (fp32, tiny model): {gap:.2e}")
     assert gap < 0.05
     assert (backend.run_dir / "vllm.log").stat().st_size > 0
+    assert backend.server.url.startswith("http://127.0.0.1:")
+    anonymous = urllib.request.Request(f"{backend.server.url}/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the run's random key is required
+        urllib.request.urlopen(anonymous, timeout=30)
+    assert refused.value.code == 401
 
 
 @pytest.mark.timeout(900)
