@@ -204,7 +204,9 @@ def test_launch_problems_name_unavailable_backends(tmp_path: Path, monkeypatch) 
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     seed_example = load_campaign(REPO / "configs" / "seed_example.toml")
     problems = launch_problems(seed_example)
-    assert ("backend.backend", 20) in [(p.key, p.line) for p in problems]
+    line = next(i for i, text in enumerate(
+        (REPO / "configs" / "seed_example.toml").read_text().splitlines(), 1) if text.startswith("backend ="))
+    assert ("backend.backend", line) in [(p.key, p.line) for p in problems]
     assert 'backend "tinker" cannot run here' in problems[0].message
     assert "TINKER_API_KEY" in problems[0].message or "SDK" in problems[0].message
     assert launch_problems(load_campaign(REPO / "configs" / "demo.toml")) == []

@@ -81,7 +81,7 @@ def test_invalid_config_and_unavailable_backend(tmp_path):
     assert res.returncode == 2 and "bad.toml" in res.stderr
     tinker = write_campaign(tmp_path, backend="tinker")
     res = retrain(["campaign", tinker, "--logs-dir", tmp_path / "logs"], env, tmp_path)
-    assert res.returncode == 2 and "tinker" in res.stderr and "not available" in res.stderr
+    assert res.returncode == 2 and "tinker" in res.stderr and "cannot run here" in res.stderr
     assert not list((tmp_path / "logs").glob("campaign_*"))  # nothing was started
 
 
