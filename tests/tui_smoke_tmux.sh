@@ -67,6 +67,7 @@ tmux send-keys -t "$SESSION" K; wait_for "Kill .*\?" 15
 tmux send-keys -t "$SESSION" y; wait_for "1 killed" 60
 echo "killed one run; quitting"
 tmux send-keys -t "$SESSION" q; wait_for "TUI-EXITED 0" 30
+echo "farewell?";               wait_for "re-attach: retrain-tui logs/campaign_" 5
 
 DIR="$(campaign_dir)"
 cat > "$WORK/check_status.py" <<'PYEOF'
