@@ -39,7 +39,8 @@ def test_json_output_is_stable(tmp_path: Path) -> None:
     assert data["schema"] == 1 and data["ok"] is True
     assert set(data) == {"schema", "ok", "source", "is_campaign", "counts", "settings",
                          "conditions", "runs", "base", "estimate", "launch_problems",
-                         "launch_notes"}
+                         "launch_notes", "defaults"}
+    assert data["defaults"] == []  # the ablation sets conditions, seeds, model and steps
     # Offline (the tests set HF_HUB_OFFLINE) and without the model in the HF cache, the
     # ablation is valid but cannot start here: the model and the `math` dataset are missing.
     assert {p["key"] for p in data["launch_problems"]} <= {"model.model", "data.source"}

@@ -238,12 +238,19 @@ async def test_defaults_are_named_in_the_plan(tmp_path: Path) -> None:
 
 def test_explain_names_the_defaults(tmp_path: Path) -> None:
     bare = tmp_path / "bare.toml"
-    bare.write_text("[campaign]\nparallel = true\n")
+    # local data: explain does not look for the default math dataset on the hub
+    bare.write_text('[campaign]\nparallel = true\n\n[data]\nsource = "arithmetic"\n')
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run([sys.executable, "-m", "retrain_core.cli", "explain", str(bare)],
-                         capture_output=True, text=True, timeout=120, check=False)
+                         capture_output=True, text=True, timeout=120, check=False, env=env)
     assert out.returncode == 0, out.stderr
     assert "default: no conditions given: the default 5-condition ablation" in out.stdout
     assert "default: no [model].model given" in out.stdout
+    js = subprocess.run([sys.executable, "-m", "retrain_core.cli", "explain", str(bare),
+                         "--json"], capture_output=True, text=True, timeout=120, check=False,
+                        env=env)
+    assert js.returncode == 0, js.stderr
+    assert any("5-condition ablation" in note for note in json.loads(js.stdout)["defaults"])
     # the demo sets them all: no note
     demo = subprocess.run([sys.executable, "-m", "retrain_core.cli", "explain",
                            str(REPO / "configs" / "demo.toml")],

@@ -80,6 +80,7 @@ def explain_dict(campaign: Campaign, est) -> dict[str, Any]:
         "estimate": est.to_dict(),
         "launch_problems": [p.to_dict() for p in launch_problems(campaign)],
         "launch_notes": launch_notes(campaign),  # e.g. a hub model that will be downloaded
+        "defaults": filled_defaults(campaign, read_raw(campaign)),  # gaps the defaults fill
     }
 
 
