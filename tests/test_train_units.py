@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from retrain_core.train.arithmetic import all_problems
+from retrain_core.tasks.arithmetic import all_problems
 from retrain_core.train.data import DataError, DataStream, Example, load_examples, render_prompt
 from retrain_core.train.logprobs import policy_loss, token_logprobs
 from retrain_core.train.rewards import boxed_reward, last_boxed, resolve_reward

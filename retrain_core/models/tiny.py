@@ -113,7 +113,7 @@ def build_tiny_model(out_dir: str | os.PathLike, steps: int = WARM_STEPS,
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from retrain_core.train.arithmetic import all_problems
+    from retrain_core.tasks.arithmetic import all_problems
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

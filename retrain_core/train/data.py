@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrain_core.train import arithmetic
+from retrain_core.tasks import arithmetic
 from retrain_core.train.rewards import last_boxed
 
 
