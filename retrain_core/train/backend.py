@@ -37,6 +37,41 @@ class Rollouts:
     hit_max_tokens: torch.Tensor   # bool [N]: no EOS within max_tokens
 
 
+def rollouts_from_tokens(tokenizer, prompts: list[str], group_size: int,
+                         prompt_tokens: list[list[int]], completions: list[list[int]],
+                         logprobs: list[list[float]], hit_max_tokens: list[bool],
+                         device: torch.device | str = "cpu") -> Rollouts:
+    """`Rollouts` from token lists returned by a remote sampler (vLLM, Tinker).
+
+    Row i is completion i of prompt i // group_size. Prompts are left-padded (as `generate`
+    does), completions right-padded; the mask covers each completion's tokens, its EOS
+    included when the sampler returned one."""
+    pad = tokenizer.pad_token_id
+    n = len(completions)
+    rows_prompt = [ids for ids in prompt_tokens for _ in range(group_size)]
+    p_len = max(len(ids) for ids in prompt_tokens)
+    c_len = max(1, max(len(c) for c in completions))
+    prompt_ids = torch.full((n, p_len), pad, dtype=torch.long)
+    prompt_mask = torch.zeros((n, p_len), dtype=torch.bool)
+    completion = torch.full((n, c_len), pad, dtype=torch.long)
+    mask = torch.zeros((n, c_len), dtype=torch.bool)
+    logp = torch.zeros((n, c_len), dtype=torch.float32)
+    for i, (ids, tokens, lps) in enumerate(zip(rows_prompt, completions, logprobs)):
+        prompt_ids[i, p_len - len(ids):] = torch.tensor(ids)
+        prompt_mask[i, p_len - len(ids):] = True
+        k = len(tokens)
+        if k:
+            completion[i, :k] = torch.tensor(tokens)
+            mask[i, :k] = True
+            logp[i, :k] = torch.tensor([float(x) for x in lps[:k]])
+    texts = tokenizer.batch_decode(torch.where(mask, completion, pad), skip_special_tokens=True)
+    group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
+    dev = torch.device(device)
+    return Rollouts(prompt_ids.to(dev), prompt_mask.to(dev), completion.to(dev), mask.to(dev),
+                    logp.to(dev), None, texts, [p for p in prompts for _ in range(group_size)],
+                    group_ids.to(dev), torch.tensor(hit_max_tokens, dtype=torch.bool, device=dev))
+
+
 class TrainBackend(Protocol):
     tokenizer: object
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from retrain_core.train.backend import Rollouts
+from retrain_core.train.backend import Rollouts, rollouts_from_tokens
 
 STATE_FILE = "tinker_state.json"
 
@@ -161,43 +161,18 @@ class TinkerBackend:
         futures = [self._call("sample (submit)", lambda ids=ids: sampler.sample(
             prompt=types.ModelInput.from_ints(ids), num_samples=group_size, sampling_params=params))
             for ids in prompt_tokens]
-        seqs, rows_prompt = [], []
-        for ids, future in zip(prompt_tokens, futures):
+        seqs = []
+        for future in futures:
             response = self._call("sample", lambda f=future: f)
             if len(response.sequences) != group_size:
                 raise TinkerCallError(f"Tinker sample returned {len(response.sequences)} "
                                       f"sequences for num_samples={group_size}")
-            for seq in response.sequences:
-                seqs.append(seq)
-                rows_prompt.append(ids)
+            seqs += response.sequences
         self._record("sample", started)
-        return self._rollouts(prompts, group_size, rows_prompt, seqs)
-
-    def _rollouts(self, prompts, group_size, rows_prompt, seqs) -> Rollouts:
-        pad = self.tokenizer.pad_token_id
-        n = len(seqs)
-        p_len = max(len(ids) for ids in rows_prompt)
-        t_len = max(1, max(len(s.tokens) for s in seqs))
-        prompt_ids = torch.full((n, p_len), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((n, p_len), dtype=torch.bool)
-        completion = torch.full((n, t_len), pad, dtype=torch.long)
-        mask = torch.zeros((n, t_len), dtype=torch.bool)
-        logprobs = torch.zeros((n, t_len), dtype=torch.float32)
-        hit_max = torch.zeros(n, dtype=torch.bool)
-        for i, (ids, seq) in enumerate(zip(rows_prompt, seqs)):
-            prompt_ids[i, p_len - len(ids):] = torch.tensor(ids)  # left padding, like generate
-            prompt_mask[i, p_len - len(ids):] = True
-            k = len(seq.tokens)
-            if k:
-                completion[i, :k] = torch.tensor(seq.tokens)
-                mask[i, :k] = True
-                logprobs[i, :k] = torch.tensor([float(x) for x in (seq.logprobs or [0.0] * k)])
-            hit_max[i] = seq.stop_reason == "length"
-        texts = self.tokenizer.batch_decode(torch.where(mask, completion, pad), skip_special_tokens=True)
-        rows = [p for p in prompts for _ in range(group_size)]
-        group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
-        return Rollouts(prompt_ids, prompt_mask, completion, mask, logprobs, None, texts, rows,
-                        group_ids, hit_max)
+        return rollouts_from_tokens(
+            self.tokenizer, prompts, group_size, prompt_tokens, [list(s.tokens) for s in seqs],
+            [list(s.logprobs or [0.0] * len(s.tokens)) for s in seqs],
+            [s.stop_reason == "length" for s in seqs])
 
     def train_step(self, rollouts: Rollouts, token_advantages: torch.Tensor,
                    active_rows: torch.Tensor | None = None, lr: float | None = None) -> dict:

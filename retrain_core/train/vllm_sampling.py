@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from retrain_core.train.backend import LocalBackend, Rollouts
+from retrain_core.train.backend import LocalBackend, Rollouts, rollouts_from_tokens
 from retrain_core.train.vllm_engine import VllmError, VllmServer
 
 ADAPTERS_DIR = "vllm_adapters"
@@ -109,31 +109,9 @@ class VllmBackend(LocalBackend):
 
     def _rollouts(self, prompts: list[str], encoded: list[list[int]], group_size: int,
                   choices: list[dict]) -> Rollouts:
-        pad = self.tokenizer.pad_token_id
-        rows = [p for p in prompts for _ in range(group_size)]
-        row_prompt = [ids for ids in encoded for _ in range(group_size)]
-        p_len = max(len(ids) for ids in encoded)
-        c_len = max(1, max(len(c["token_ids"]) for c in choices))
-        n = len(choices)
-        prompt_ids = torch.full((n, p_len), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((n, p_len), dtype=torch.bool)
-        completion = torch.full((n, c_len), pad, dtype=torch.long)
-        mask = torch.zeros((n, c_len), dtype=torch.bool)
-        logprobs = torch.zeros((n, c_len), dtype=torch.float32)
-        hit_max = torch.zeros(n, dtype=torch.bool)
-        for i, (ids, choice) in enumerate(zip(row_prompt, choices)):
-            prompt_ids[i, p_len - len(ids):] = torch.tensor(ids)  # left padding, as generate's
-            prompt_mask[i, p_len - len(ids):] = True
-            tokens = choice["token_ids"]
-            k = len(tokens)
-            if k:
-                completion[i, :k] = torch.tensor(tokens)
-                mask[i, :k] = True  # through the EOS, which vLLM returns as the last token
-                lps = choice["logprobs"]["token_logprobs"]
-                logprobs[i, :k] = torch.tensor([float(x) if x is not None else 0.0 for x in lps[:k]])
-            hit_max[i] = not (k and tokens[-1] in self.eos_ids)
-        texts = self.tokenizer.batch_decode(torch.where(mask, completion, pad), skip_special_tokens=True)
-        group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
-        dev = self.device
-        return Rollouts(prompt_ids.to(dev), prompt_mask.to(dev), completion.to(dev), mask.to(dev),
-                        logprobs.to(dev), None, texts, rows, group_ids.to(dev), hit_max.to(dev))
+        tokens = [list(c["token_ids"]) for c in choices]  # through the EOS, which vLLM returns last
+        logprobs = [[0.0 if x is None else float(x) for x in c["logprobs"]["token_logprobs"]]
+                    for c in choices]
+        hit_max = [not (t and t[-1] in self.eos_ids) for t in tokens]
+        return rollouts_from_tokens(self.tokenizer, prompts, group_size, encoded, tokens, logprobs,
+                                    hit_max, self.device)
