@@ -16,7 +16,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("retrain_core.train.cli", "train one run from a config TOML"),
     "campaign": ("retrain_core.supervisor.cli_campaign", "launch or resume a campaign (detached supervisor)"),
-    "explain": ("retrain_core.config.explain", "show the run matrix, resolved settings and capacity estimate"),
+    "explain": ("retrain_core.explain", "show the run matrix, resolved settings and capacity estimate"),
     "status": ("retrain_core.supervisor.cli_status", "show campaigns and runs"),
     "kill": ("retrain_core.supervisor.cli_control", "kill one run of a campaign"),
     "restart": ("retrain_core.supervisor.cli_control", "restart one run of a campaign from its checkpoint"),

@@ -107,7 +107,7 @@ def test_seed_example_explains() -> None:
 
 def test_retrain_core_never_imports_textual() -> None:
     code = ("import sys, retrain_core, retrain_core.config, retrain_core.plan, retrain_core.cli, "
-            "retrain_core.config.explain\n"
+            "retrain_core.explain\n"
             "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
             "print(bad)\nsys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -118,7 +118,7 @@ def test_retrain_core_never_imports_textual() -> None:
 
 def test_differences_show_only_what_a_condition_changes() -> None:
     from retrain_core.config import load_campaign_text
-    from retrain_core.config.explain import explain_dict, render_text
+    from retrain_core.explain import explain_dict, render_text
     from retrain_core.plan import estimate
 
     camp = load_campaign_text(
