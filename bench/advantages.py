@@ -21,7 +21,9 @@ import argparse
 import math
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -29,8 +31,11 @@ from transformers import PreTrainedTokenizerFast
 
 from retrain_core.advantages import PlanningDetector, compile_gram_pattern, compute_advantages
 from retrain_core.advantages.planning import decode_token_pieces
-from retrain_core.advantages.workspace import warm_allocator
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_PLANNING_GRAMS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tests.support
+
+from tests.support.allocator import warm_allocator
 
 FILLER = ["so", "we", "have", "x", "plus", "y", "equals", "the", "sum", "of", "both", "terms", "and", "then", "the", "answer", "is", "twelve", "compute", "first", "value", "second", "value", "therefore", "multiply", "divide", "check", "result", "step"]
 

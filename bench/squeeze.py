@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from retrain_core.squeeze import analyze_adapter
 from retrain_core.squeeze.adapter import AdapterWeights, adapter_files, find_modules
 from retrain_core.squeeze.svd import singular_values
-from retrain_core.squeeze.synthetic import qwen3_4b_like_adapter
+from tests.support.adapters import qwen3_4b_like_adapter
 
 
 def straightforward_loop(path: Path) -> dict[str, torch.Tensor]:

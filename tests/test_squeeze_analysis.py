@@ -16,7 +16,7 @@ from retrain_core.squeeze import SqueezeError, analyze_adapter, render_table
 from retrain_core.squeeze.adapter import AdapterWeights, adapter_files, find_modules
 from retrain_core.squeeze.analysis import default_target_ranks
 from retrain_core.squeeze.svd import singular_values
-from retrain_core.squeeze.synthetic import write_adapter
+from tests.support.adapters import write_adapter
 
 SPEC_A = torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 SPEC_B = torch.eye(2)

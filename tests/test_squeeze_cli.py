@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retrain_core.squeeze.synthetic import write_adapter
+from tests.support.adapters import write_adapter
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from retrain_core.squeeze import SqueezeError, analyze_adapter, compress_adapter
 from retrain_core.squeeze.compress import scaled_alpha
-from retrain_core.squeeze.synthetic import write_adapter
+from tests.support.adapters import write_adapter
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .adapter import CONFIG_NAME, SAFETENSORS_NAME
+from retrain_core.squeeze.adapter import CONFIG_NAME, SAFETENSORS_NAME
 
 # Qwen3-4B projection shapes (in_features, out_features): hidden 2560, 32 query heads and
 # 8 key/value heads of 128, intermediate 9728, 36 layers.
