@@ -20,7 +20,8 @@ import difflib
 import math
 import re
 
-# SPEC §5 fields of metrics.jsonl that are numbers or booleans, plus the supervisor's own.
+# The fields of metrics.jsonl (README.md, "Training one run") that are numbers or booleans,
+# plus the supervisor's own.
 METRIC_NAMES = (
     "step", "loss", "mean_reward", "correct_rate", "running_correct_rate", "sepa_lambda",
     "sepa_gate_open", "num_datums", "skipped_groups", "max_token_hit_rate",

@@ -1,4 +1,4 @@
-"""Capacity planning (SPEC §7): how many runs and steps a campaign is, and how long it takes.
+"""Capacity planning: how many runs and steps a campaign is, and how long it takes.
 
 The median step time comes, in order of precedence, from an explicit `step_time_s`, an
 explicit GPU preset, pilot runs found under the logs directory (same model and
@@ -23,16 +23,15 @@ from pathlib import Path
 from . import gpus
 from .config import Campaign
 
-# Seconds per step for Qwen3-4B at the docs' standard profile B=8, G=16, max_tokens=10240
-# (per-run hours of the docs' compute-budget table / 500 steps), scaled by token budget.
+# Seconds per step for Qwen3-4B at the standard profile B=8, G=16, max_tokens=10240 (a
+# 500-step run's hours / 500), scaled by token budget; configs/README.md lists them.
 GPU_PRESETS: dict[str, float] = {"h100": 15.1, "a100": 25.2, "4090": 45.4}
 PRESET_TOKEN_BUDGET = 8 * 16 * 10240
 GPU_NAME_MARKERS = {"h100": "H100", "a100": "A100", "4090": "4090"}
 # The CPU preset: seconds per step of one run of configs/demo.toml's shape (builtin:tiny-arith,
 # B=4, G=8, max_tokens=40) on a 2-core box while the demo runs as configured, two runs at a
-# time: one run alone measured 0.91 s/step on a quiet box, two share the cores (x2), which
-# matches the demo's measured 4-5 min for 300 steps. docs/BENCHMARKS.md has the commands and
-# the loaded figures (13-35 s/step at load 9-32). Scaled by the token budget like the GPU
+# time: twice one run alone, as two share the cores. docs/BENCHMARKS.md ("CPU preset") has
+# the command and the figures, quiet and loaded. Scaled by the token budget like the GPU
 # presets.
 CPU_PRESET_S = 1.8
 CPU_PRESET_TOKEN_BUDGET = 4 * 8 * 40
@@ -171,7 +170,8 @@ class PilotIndex:
 def estimate(campaign: Campaign, gpu: str | None = None, step_time_s: float | None = None,
              logs_dir: str | Path = "logs", detect: bool = False,
              pilots: PilotIndex | None = None) -> CapacityEstimate:
-    """SPEC §7 capacity estimate; `detect` lets `nvidia-smi` pick a preset after pilots."""
+    """The capacity estimate `retrain explain` prints (configs/README.md); `detect` lets
+    `nvidia-smi` pick a preset after pilots."""
     if gpu is not None and gpu not in GPU_PRESETS and gpu != "cpu":
         raise ValueError(f"unknown preset {gpu!r}; known: {', '.join(GPU_PRESETS)}, cpu")
     runs = campaign.runs
@@ -279,7 +279,7 @@ def parallelism(parallel: bool, max_workers: int, runs: int, gpu_slots: int | No
 
 def effective_parallelism(parallel: bool, max_workers: int, runs: int,
                           gpu_slots: int | None = None) -> int:
-    """Runs at once: min(max_workers or runs, runs, GPU slots) when parallel, else 1 (SPEC §7)."""
+    """Runs at once: min(max_workers or runs, runs, GPU slots) when parallel, else 1."""
     return parallelism(parallel, max_workers, runs, gpu_slots).runs_at_once
 
 

@@ -1,4 +1,4 @@
-"""SEPA λ controller (SPEC §4.8): linear or auto schedule behind a sticky correctness gate.
+"""SEPA λ controller: linear or auto schedule behind a sticky correctness gate.
 
 Timing, as the training loop uses it:
 

@@ -1,17 +1,17 @@
-"""Cross-process counting semaphore for accelerator-heavy phases (SPEC §8).
+"""Cross-process counting semaphore for accelerator-heavy phases.
 
 `max_concurrent` slots are `filelock` lock files `slot_0.lock … slot_{k-1}.lock` in one
 directory: an exclusive `flock` on each, exactly what `filelock.FileLock` takes, so any
 `FileLock("…/slot_0.lock")` and this throttle exclude each other. The flock calls are made
-directly because a `FileLock` acquire+release costs ~0.35 ms of Python per hand-over
-(measured), which alone cost ~2% slot utilisation at 20 ms holds. The kernel releases a
+directly because a `FileLock` acquire+release adds enough Python per hand-over to cost
+slot utilisation at short holds (docs/BENCHMARKS.md, "Throttle"). The kernel releases a
 flock the moment its holder dies, so a killed holder's slot is free at once.
 
 Waiting, without queueing behind one slot and without a busy loop:
 - every acquirer first takes `queue.lock` with a *blocking* `flock` (the kernel parks it;
   Linux chains conflicting flock waiters first-come first-served, so nobody starves; only a
-  newcomer arriving in the instant between two heads can overtake, which the bench shows
-  as a rare wait of 5-6 holds where a fair queue gives 2);
+  newcomer arriving in the instant between two heads can overtake, which bench/throttle.py
+  shows as a rare longer wait);
 - the queue holder (the "head") tries every slot without blocking and takes the first
   free one, then hands the queue on at once, so the next head is already parked on the
   FIFO by the time another slot frees;

@@ -1,4 +1,4 @@
-"""Advantage pipeline (SPEC §4.1–4.7): episode advantages, uncertainty, GTPO/HICRA/SEPA.
+"""Advantage pipeline: episode advantages, uncertainty, GTPO/HICRA/SEPA (README.md, "Advantages").
 
     from retrain_core.advantages import compute_advantages, PlanningDetector
 """

@@ -1,4 +1,5 @@
-"""Episode (per-completion) advantages of SPEC §4.1, vectorised over prompt groups.
+"""Episode (per-completion) advantages from the rewards of each prompt group (GRPO, MaxRL),
+vectorised over groups.
 
 Groups are given by an id per completion; they may come in any order and have unequal
 sizes. Every group statistic is a scatter (index_add / scatter_reduce) over the dense

@@ -1,4 +1,4 @@
-"""Finding strategic grams in (normalised, UTF-8) text: the search half of SPEC §4.6.
+"""Finding strategic grams in (normalised, UTF-8) text: the search half of planning.py.
 
 Matching rules: case-insensitive, whole words, a space in a gram matches any run of
 whitespace ("let  me\ncheck" holds "let me check"), ' also matches ’, and overlapping

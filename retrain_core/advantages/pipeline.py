@@ -1,6 +1,7 @@
 """The public entry point: episode advantages → uncertainty → (SEPA) → GTPO → (HICRA).
 
-SPEC §4.7. Every built-in step is masked tensor arithmetic over the padded [N, T] batch;
+Transform modes: none (the episode advantage on every token), gtpo, gtpo_hicra, gtpo_sepa.
+Every built-in step is masked tensor arithmetic over the padded [N, T] batch;
 plugins (dotted paths) may replace any step, or the whole pipeline (algorithm_mode).
 """
 

@@ -1,4 +1,5 @@
-"""Planning-token detection (SPEC §4.6) from token ids and a real tokenizer.
+"""Planning-token detection from token ids and a real tokenizer: a token is a planning token
+when its text overlaps an occurrence of a strategic gram (rules: grams.py).
 
 Each token id is decoded once and cached: its normalised text piece as UTF-8 bytes and
 its byte length live in arrays indexed by id. A batch is then handled without per-token

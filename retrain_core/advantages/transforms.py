@@ -1,8 +1,8 @@
-"""Token-level transforms of SPEC §4.3–4.5 (GTPO, HICRA, SEPA pooling) and step statistics.
+"""Token-level transforms (GTPO weighting, HICRA, SEPA pooling) and step statistics.
 
 All functions take padded [N, T] tensors and a completion mask; per-completion means are
 masked sums over T, so padding never changes a result. Masks may be bool or already
-float 0/1: selection multiplies by a 0/1 float mask, because on CPU a multiply is ~30×
+float 0/1: selection multiplies by a 0/1 float mask, because on CPU a multiply is much
 faster than `torch.where`/`masked_fill` with a bool mask. The pipeline calls the
 `*_clean` variants on uncertainties it has already capped and zeroed off the mask; they
 allocate as few [N, T] temporaries as possible (each fresh 1 MB buffer costs page faults).

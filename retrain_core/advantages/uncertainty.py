@@ -1,4 +1,5 @@
-"""Per-token uncertainty of SPEC §4.2, capped at 50, exactly 0 on padding."""
+"""Per-token uncertainty of the sampled token (surprisal, predictive variance or Shannon
+entropy), capped at 50, exactly 0 on padding."""
 
 from __future__ import annotations
 

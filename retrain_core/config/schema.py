@@ -1,4 +1,4 @@
-"""Typed configuration schema: every section and default of SPEC §3.
+"""Typed configuration schema: every section and default (documented in configs/README.md).
 
 One dataclass per TOML section. Field names equal TOML keys, so a section table maps
 one-to-one onto its dataclass; loading and validation live in `load.py`.

@@ -1,4 +1,4 @@
-"""LoRA-Squeeze: adapter analysis, rank recommendation and compression (SPEC §9).
+"""LoRA-Squeeze: adapter analysis, rank recommendation and compression.
 
 See docs/ARCHITECTURE.md ("Squeeze") for the contract other packages code against.
 """

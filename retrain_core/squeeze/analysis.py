@@ -1,4 +1,4 @@
-"""Retained-variance table and rank recommendation (SPEC §9).
+"""Retained-variance table and rank recommendation.
 
 `V(k) = Σ_{i<k} s_i² / Σ s_i²` per module (1.0 when the total is 0); each row of the
 table gives the mean, min and max of `V(k)` over modules and the worst module's name.

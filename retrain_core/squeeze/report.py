@@ -1,4 +1,4 @@
-"""Where an analysis goes besides the terminal: analysis.json and a wandb run (SPEC §10)."""
+"""Where an analysis goes besides the terminal: analysis.json and a wandb run."""
 
 from __future__ import annotations
 

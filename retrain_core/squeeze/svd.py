@@ -1,4 +1,4 @@
-"""Singular values of every LoRA product `B·A` without forming `B·A` (SPEC §9).
+"""Singular values of every LoRA product `B·A` without forming `B·A`.
 
 `Aᵀ = Q_A R_A` and `B = Q_B R_B` (Householder QR, R only), then `B·A = Q_B (R_B R_Aᵀ) Q_Aᵀ`
 has the singular values of the small r×r core `R_B R_Aᵀ`. Modules are grouped by shape and
@@ -86,7 +86,7 @@ def _cores_streamed(weights: AdapterWeights, modules: list[LoraModule]) -> list[
     the single copy. The modules are spread over `torch.get_num_threads()` workers, each
     running its LAPACK calls on one thread: 504 small multi-threaded QRs pay a thread
     barrier each, which on a shared, oversubscribed CPU stalls for whole scheduler time
-    slices (bench/squeeze.py measured 18-90 s instead of 2-3 s on 2 busy cores).
+    slices (several times slower on 2 busy cores: bench/squeeze.py, docs/BENCHMARKS.md).
     """
     # Mapped views, fetched here so the file handle is only touched by this thread.
     pairs = [(weights.get(m.key_a), weights.get(m.key_b)) for m in modules]

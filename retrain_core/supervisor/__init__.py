@@ -1,4 +1,7 @@
-"""Campaign supervisor (SPEC §6): detached, staggered, throttled, killable, resumable.
+"""Campaign supervisor: detached, staggered, throttled, killable, resumable.
+
+The campaign folder it keeps, file by file: docs/ARCHITECTURE.md ("Campaign directory and
+supervisor").
 
 - `campdir`: creates `logs/campaign_<stamp>_<id>/` (campaign.toml, manifest.json, per-run configs)
 - `daemon`: the supervisor process (one per campaign, lock held for its lifetime)

@@ -1,4 +1,7 @@
-"""Creating a campaign directory (SPEC §6): copy of the TOML, manifest, per-run configs."""
+"""Creating a campaign directory: copy of the TOML, manifest, per-run configs.
+
+The layout and every file's fields: docs/ARCHITECTURE.md ("Campaign directory and supervisor").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Auto-squeeze: after the first run succeeds, analyse its final adapter (SPEC §9).
+"""Auto-squeeze: after the first run succeeds, analyse its final adapter.
 
 Runs `retrain squeeze ADAPTER --threshold X --analysis-out DIR/squeeze/analysis.json` as a
 subprocess; `state["squeeze"]` follows it (none/pending/running/done/failed) and the

@@ -67,7 +67,7 @@ def policy_loss(
     num_active_tokens: int,
     clip_eps: float = 0.0,
 ) -> torch.Tensor:
-    """Token-mean policy-gradient surrogate (SPEC §4.9), PPO-clipped when clip_eps > 0.
+    """Token-mean policy-gradient surrogate, PPO-clipped when clip_eps > 0.
 
     What the loss is, and is not (compare nanochat's scripts/chat_rl.py):
 

@@ -1,4 +1,4 @@
-"""Run outputs: metrics.jsonl, emergence files, the console line and optional wandb (SPEC §5, §10)."""
+"""Run outputs: metrics.jsonl, emergence files, the console line and optional wandb."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def progress_line(m: dict, max_steps: int, eta_s: float) -> str:
 
 
 class WandbLogger:
-    """SPEC §10: only when [logging].wandb_project (or WANDB_PROJECT) is set."""
+    """Logs to wandb only when [logging].wandb_project (or WANDB_PROJECT) is set."""
 
     def __init__(self, cfg, run_name: str, label: str, seed: int, run_dir: Path):
         self.run = None

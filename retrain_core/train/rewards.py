@@ -1,4 +1,4 @@
-"""Rewards (SPEC §4.10): `boxed` answer matching, or a dotted plugin `module.function`.
+"""Rewards: `boxed` answer matching, or a dotted plugin `module.function`.
 
 A reward function takes `(completion: str, answer: str)` and returns a float; a completion
 is counted correct when its reward is above 0.5.
