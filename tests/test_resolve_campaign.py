@@ -213,3 +213,20 @@ def test_local_model_folder_is_relative_to_the_toml_and_absolute_in_run_configs(
     root = create_campaign_dir(load_campaign(toml), folder / "logs")
     run_cfg = load_campaign(root / "runs" / "grpo+none_s1" / "config.toml")
     assert run_cfg.base.model.model == str((exp / "models" / "tiny").resolve())
+
+
+def test_an_unreachable_hub_is_noted_at_once_not_retried(tmp_path):
+    """Without HF_HUB_OFFLINE on a box with no network, explain must not sit through the hub
+    libraries' retries: it sees the hub is unreachable and reads only the local cache."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nmodel = "acme/not-cached-model"\n[data]\nsource = "math"\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: refused at once
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
+    res = subprocess.run([sys.executable, "-m", "retrain_core.cli", "explain", str(cfg)], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "the hub is not reachable from here" in res.stdout
+    if "datasets` package" not in res.stdout:  # with `datasets` installed: its offline mode
+        assert "OfflineModeIsEnabled" in res.stdout

@@ -149,6 +149,30 @@ def offline() -> bool:
                for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+_HUB_REACHABLE: list[bool] = []  # asked once per process
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within `timeout_s` (False offline).
+
+    Asked before any hub lookup of a check: on a box without network the hub libraries retry
+    for about a minute, which `explain` and the editor's live validation must not wait for."""
+    if offline():
+        return False
+    if not _HUB_REACHABLE:
+        import socket
+        from urllib.parse import urlparse
+
+        endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+            _HUB_REACHABLE.append(True)
+        except OSError:
+            _HUB_REACHABLE.append(False)
+    return _HUB_REACHABLE[0]
+
+
 def hub_model_cached(model: str, revision: str = "") -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -170,16 +194,41 @@ def environment_problems(cfg: Config, config_dir: Path) -> tuple[list[tuple[str,
         if offline():
             problems.append(("model.model", (f'"{model}" is not in the Hugging Face cache and '
                              "HF_HUB_OFFLINE is set: download it first or use a local folder")))
-        else:
+        elif hub_reachable():
             notes.append(f'model "{model}" is not in the Hugging Face cache: it will be '
                          "downloaded from the hub when the first run starts")
+        else:
+            notes.append(f'model "{model}" is not in the Hugging Face cache and the hub is not '
+                         "reachable from here: download it first, or the runs will fail")
     engine = REGISTRY.unavailable_reason("inference_engine", cfg.inference.engine, cfg)
     if engine:
         problems.append(("inference.engine", f'engine "{cfg.inference.engine}" cannot run here: {engine}'))
     if cfg.data.source in ENVIRONMENT_SOURCES:
         # A note, not a refusal: a stand-in trainer (RETRAIN_TRAINER_CMD) or a box that gets
         # the dataset before the runs start may still launch it.
-        message = data_problem(cfg.data.source, config_dir, [])
+        if hub_reachable():
+            message = data_problem(cfg.data.source, config_dir, [])
+        else:  # read the local cache only: no minute of retries against an unreachable hub
+            with _hub_offline():
+                message = data_problem(cfg.data.source, config_dir, [])
         if message:
             notes.append(message if message.startswith("[data]") else f"[data].source: {message}")
     return problems, notes
+
+
+class _hub_offline:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set for the duration (the hub libraries read them
+    when first imported; a check runs before the trainer ever imports them in this process)."""
+
+    NAMES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+    def __enter__(self):
+        self.saved = {name: os.environ.get(name) for name in self.NAMES}
+        os.environ.update(dict.fromkeys(self.NAMES, "1"))
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
