@@ -24,20 +24,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from retrain_core.advantages import (
-    PlanningDetector,
-    compile_gram_pattern,
-    compute_advantages,
-    pipeline,
-)
+from retrain_core.advantages import PlanningDetector, compile_gram_pattern, compute_advantages
 from retrain_core.advantages.planning import decode_token_pieces
-from retrain_core.advantages.workspace import fresh
 from retrain_core.config.schema import DEFAULT_CONDITIONS, DEFAULT_PLANNING_GRAMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tests.support
@@ -217,9 +210,6 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2×4 completions, T=256")
     parser.add_argument("--cold-allocator", action="store_true",
                         help="skip warm_allocator(): glibc's default thresholds (page faults every call)")
-    parser.add_argument("--fresh-buffers", action="store_true",
-                        help="the pipeline allocates its temporaries on every call instead of reusing "
-                             "the per-thread workspace (what workspace.py saves)")
     args = parser.parse_args()
     if args.quick:
         args.groups, args.group_size, args.length, args.reps, args.loop_reps = 2, 4, 256, 4, 2
@@ -227,13 +217,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if not args.cold_allocator:
         warm_allocator()
-    if args.fresh_buffers:
-        pipeline.thread_workspace = lambda: SimpleNamespace(get=fresh)
     tokenizer, ids, mask, rewards, group_ids, logprobs = build_inputs(args.groups, args.group_size, args.length)
     n, length = ids.shape
     print(f"N={n} ({args.groups}×{args.group_size}), T={length}, completion tokens={int(mask.sum())}, "
-          f"torch threads={torch.get_num_threads()}, allocator {'cold' if args.cold_allocator else 'warmed'}, "
-          f"buffers {'fresh' if args.fresh_buffers else 'workspace'}")
+          f"torch threads={torch.get_num_threads()}, allocator {'cold' if args.cold_allocator else 'warmed'}")
 
     detector = PlanningDetector(tokenizer, DEFAULT_PLANNING_GRAMS)
     detector(ids, mask)  # warm the per-token-id decode cache, as a trainer's first step does

@@ -23,7 +23,6 @@ from .transforms import (
     uncertainty_stats,
 )
 from .uncertainty import UNCERTAINTY_KINDS, canonical_uncertainty_kind, finalize_uncertainty
-from .workspace import thread_workspace
 
 TRANSFORM_MODES = ("none", "gtpo", "gtpo_hicra", "gtpo_sepa")
 
@@ -135,9 +134,8 @@ def compute_advantages(
 
     # 0/1 float masks, built once: every transform selects by multiplying with them.
     # Skipped groups need no mask of their own: their episode advantage is exactly 0.
-    scratch = thread_workspace().get
-    mask_w = scratch("mask", logprobs).copy_(mask)
-    plan_w = scratch("plan", logprobs).copy_(planning)
+    mask_w = torch.empty_like(logprobs).copy_(mask)
+    plan_w = torch.empty_like(logprobs).copy_(planning)
     uncertainty = _uncertainty(uncertainty_kind, logprobs, mask_w, entropies, plugin_dir)
     pooled = uncertainty
     if transform_mode == "none":
@@ -148,8 +146,7 @@ def compute_advantages(
         check_hicra_alpha(hicra_alpha)
         tokens = apply_hicra_(gtpo_clean(episode, uncertainty, mask_w, gtpo_beta), plan_w, hicra_alpha)
     elif transform_mode == "gtpo_sepa":
-        execution = torch.sub(mask_w, plan_w, out=scratch("execution", logprobs))
-        pooled = sepa_pool_clean(uncertainty, execution, sepa_lambda, scratch)
+        pooled = sepa_pool_clean(uncertainty, mask_w - plan_w, sepa_lambda)
         tokens = gtpo_clean(episode, pooled, mask_w, gtpo_beta)
     elif is_plugin_path(transform_mode):
         func = resolve_plugin(transform_mode, "transform_mode", plugin_dir)
@@ -166,7 +163,7 @@ def compute_advantages(
         token_advantages=tokens,
         episode_advantages=episode,
         skipped=skipped,
-        stats=uncertainty_stats(uncertainty, pooled, mask_w, plan_w, scratch),
+        stats=uncertainty_stats(uncertainty, pooled, mask_w, plan_w),
         uncertainty=uncertainty,
     )
 

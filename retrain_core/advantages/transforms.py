@@ -4,8 +4,7 @@ All functions take padded [N, T] tensors and a completion mask; per-completion m
 masked sums over T, so padding never changes a result. Masks may be bool or already
 float 0/1: selection multiplies by a 0/1 float mask, because on CPU a multiply is much
 faster than `torch.where`/`masked_fill` with a bool mask. The pipeline calls the
-`*_clean` variants on uncertainties it has already capped and zeroed off the mask; they
-allocate as few [N, T] temporaries as possible (each fresh 1 MB buffer costs page faults).
+`*_clean` variants on uncertainties it has already capped and zeroed off the mask.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import math
 import torch
 
 from .uncertainty import UNCERTAINTY_CAP
-from .workspace import Scratch, fresh
 
 GTPO_MEAN_FLOOR = 1e-7  # below this mean uncertainty GTPO leaves the advantage alone
 GTPO_EPS = 1e-8
@@ -94,18 +92,16 @@ def apply_hicra_(token_adv: torch.Tensor, plan_weight: torch.Tensor, alpha: floa
 
 # --- SEPA pooling ----------------------------------------------------------------------------
 
-def sepa_pool_clean(
-    u: torch.Tensor, execution: torch.Tensor, sepa_lambda: float, scratch: Scratch = fresh
-) -> torch.Tensor:
-    """SEPA on a clean uncertainty with a 0/1 float execution mask (result in scratch "pooled")."""
+def sepa_pool_clean(u: torch.Tensor, execution: torch.Tensor, sepa_lambda: float) -> torch.Tensor:
+    """SEPA on a clean uncertainty with a 0/1 float execution mask."""
     lam = min(max(float(sepa_lambda), 0.0), 1.0)
     if lam == 0.0:
         return u
-    exec_u = torch.mul(u, execution, out=scratch("product", u))
+    exec_u = u * execution
     mu_exec = exec_u.sum(dim=1) / execution.sum(dim=1).clamp(min=1)
     # u·(1 − λe) + λμe with e ∈ {0, 1}: exactly u off execution tokens and exactly μ at λ = 1.
     # Rows without execution tokens have e = 0 everywhere, so they stay unchanged.
-    pooled = torch.mul(execution, -lam, out=scratch("pooled", u)).add_(1.0).mul_(u)
+    pooled = torch.mul(execution, -lam).add_(1.0).mul_(u)
     return pooled.addcmul_(execution, (lam * mu_exec)[:, None])
 
 
@@ -125,17 +121,16 @@ def sepa_pool(
 
 # --- statistics ------------------------------------------------------------------------------
 
-def _moments(values: torch.Tensor, plan_weight: torch.Tensor, scratch: Scratch) -> tuple[float, ...]:
+def _moments(values: torch.Tensor, plan_weight: torch.Tensor) -> tuple[float, ...]:
     """Σx and Σx² over all completion tokens and over planning tokens (float64 totals).
 
     `values` is 0 off the completion mask. Rows are reduced in float32 (≤ T terms each)
     and the row totals summed in float64.
     """
     f64 = torch.float64
-    planned = torch.mul(values, plan_weight, out=scratch("planned", values))
-    product = scratch("product", values)
-    squares = torch.mul(values, values, out=product).sum(dim=1).sum(dtype=f64)
-    plan_squares = torch.mul(planned, values, out=product).sum(dim=1).sum(dtype=f64)
+    planned = values * plan_weight
+    squares = (values * values).sum(dim=1).sum(dtype=f64)
+    plan_squares = (planned * values).sum(dim=1).sum(dtype=f64)
     return (
         float(values.sum(dtype=f64).item()),
         float(squares.item()),
@@ -158,16 +153,15 @@ def _mean_var(count: float, total: float, squares: float) -> tuple[float, float]
 
 def uncertainty_stats(
     raw: torch.Tensor, pooled: torch.Tensor, mask: torch.Tensor, planning_mask: torch.Tensor,
-    scratch: Scratch = fresh,
 ) -> dict[str, float]:
-    """Step statistics of §4.7, named as metrics.jsonl names them ("surprisal" whatever the kind).
+    """Step statistics, named as metrics.jsonl names them ("surprisal" whatever the kind).
 
     `raw` and `pooled` must be 0 off the mask (as the pipeline's are). Computed over every
     completion token of the step, skipped groups included: they are the model's
     uncertainty all the same, and the SEPA auto schedule wants all of it.
     """
     weight = as_weight(mask, raw.dtype)
-    plan_weight = torch.mul(as_weight(planning_mask, raw.dtype), weight, out=scratch("plan_weight", raw))
+    plan_weight = as_weight(planning_mask, raw.dtype) * weight
     n_all = float(weight.sum(dtype=torch.float64).item())
     n_plan = float(plan_weight.sum(dtype=torch.float64).item())
     stats: dict[str, float] = {}
@@ -177,7 +171,7 @@ def uncertainty_stats(
                 stats[f"{key}_surprisal_mean_pooled"] = stats[f"{key}_surprisal_mean"]
                 stats[f"{key}_surprisal_var_pooled"] = stats[f"{key}_surprisal_var"]
             continue
-        s1, s2, p1, p2 = _moments(values, plan_weight, scratch)
+        s1, s2, p1, p2 = _moments(values, plan_weight)
         for key, sums in (("exec", (n_all - n_plan, s1 - p1, s2 - p2)), ("plan", (n_plan, p1, p2))):
             mean, var = _mean_var(*sums)
             stats[f"{key}_surprisal_mean{suffix}"] = mean
