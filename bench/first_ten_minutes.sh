@@ -39,11 +39,12 @@ start=$(date +%s.%N)
 tmux new-session -d -s first-ten -x 100 -y 30 "make demo"
 shown=""
 for _ in $(seq 1 600); do
-  if tmux capture-pane -p -t first-ten | grep -q "valid: no problems\|problem"; then shown=1; break; fi
+  if tmux capture-pane -p -t first-ten | grep -q "retrain-tui · editor"; then shown=1; break; fi
   sleep 0.2
 done
 if [ -n "$shown" ]; then
   printf 'make demo: editor on screen after %.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
+  tmux capture-pane -p -t first-ten > "$WORK/demo-screen.txt"
 else
   echo "make demo: editor NOT on screen after 120 s"; tmux capture-pane -p -t first-ten | tail -20
 fi
