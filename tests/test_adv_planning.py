@@ -1,4 +1,4 @@
-"""Planning-token detection (SPEC §4.6) with real offline tokenizers built in the test."""
+"""Planning-token detection with real offline tokenizers built in the test."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CORPUS = [
 
 
 def gpt2_pieces_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE whose vocabulary holds the SPEC example pieces."""
+    """Byte-level BPE whose vocabulary holds the pieces of "Let me double check" as one worked example."""
     vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for piece in ["Let", "Ġme", "Ġdou", "ble", "Ġcheck"]:
         vocab[piece] = len(vocab)

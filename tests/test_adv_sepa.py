@@ -1,4 +1,4 @@
-"""SepaController (SPEC §4.8): linear schedule, sticky gate timing, auto schedule, state."""
+"""SepaController: linear schedule, sticky gate timing, auto schedule, state."""
 
 from __future__ import annotations
 

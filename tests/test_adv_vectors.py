@@ -1,4 +1,4 @@
-"""Every numeric vector of SPEC §4.1–4.5, through the public functions and the pipeline."""
+"""Every worked numeric example of the advantage formulas (episode advantages, uncertainty,\nGTPO, HICRA, SEPA pooling), through the public functions and the pipeline."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_maxrl_vectors(rewards, expected):
 
 
 def test_maxrl_vectors_through_pipeline_in_one_batch():
-    # The four SPEC groups in one batch, interleaved, of unequal sizes.
+    # The four example groups above in one batch, interleaved, of unequal sizes.
     rewards = [1, 1, 0.5, 1e-6, 0, 1, 0, 0.25, 0, 0, 0, 0, 0]
     groups = [0, 1, 2, 3, 0, 1, 0, 2, 1, 2, 3, 0, 4]
     n, length = len(rewards), 3

@@ -1,4 +1,4 @@
-"""Capacity planning (SPEC §7): counts, presets, pilot medians, precedence, ETA."""
+"""Capacity planning: counts, presets, pilot medians, precedence, ETA."""
 
 from __future__ import annotations
 

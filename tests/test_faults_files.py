@@ -1,7 +1,7 @@
 """Issue #11 items 3 and 4: odd values in metrics and corrupt or missing campaign files.
 
 `retrain status` runs as a real subprocess and the monitor as a real Textual app; the
-campaign directories are fabricated (SPEC §6 shapes) and then damaged the way a user,
+campaign directories are fabricated (the layout of docs/ARCHITECTURE.md) and then damaged the way a user,
 a full disk or a diverged run would damage them.
 """
 

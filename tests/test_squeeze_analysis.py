@@ -1,4 +1,4 @@
-"""LoRA-Squeeze analysis: SPEC §9 vector, singular values vs svdvals(B@A), adapter reading."""
+"""LoRA-Squeeze analysis: the worked example, singular values vs svdvals(B@A), adapter reading."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The filelock counting semaphore (SPEC §8) across real processes."""
+"""The filelock counting semaphore across real processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`retrain run` end to end on the tiny model: files of SPEC §5, adapters, wandb, resume."""
+"""`retrain run` end to end on the tiny model: the files a run writes, adapters, wandb, resume."""
 
 from __future__ import annotations
 
