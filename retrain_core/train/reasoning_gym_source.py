@@ -10,14 +10,15 @@ The scorer needs the whole generated entry (answer and metadata), not only the a
 string, so an example's `answer` is a small JSON reference, `{"reasoning_gym": SPEC, "index":
 N, "answer": …}`: the reward regenerates entry N (generation is a pure function of the
 spec, the seed and the index) and scores the completion's final answer (the last
-`\\boxed{…}`, else `<answer>…</answer>`) with the task's `score_answer`. This reward is for
-these sources only; the `boxed` reward cannot read such an answer.
+`\\boxed{…}`, else `<answer>…</answer>`, else the last number) with the task's
+`score_answer`. This reward is for these sources only; `boxed` cannot read such an answer.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterator
 
 from retrain_core.train.data import DataError, Example
@@ -28,6 +29,8 @@ INSTALL_HINT = "pip install reasoning-gym (or: pip install -e .[smol])"
 
 
 def _value(text: str):
+    if "," in text:  # a list setting: operators=+,-
+        return [_value(part.strip()) for part in text.split(",") if part.strip()]
     for kind in (int, float):
         try:
             return kind(text)
@@ -80,14 +83,22 @@ def reasoning_gym_source(spec: str = "") -> Iterator[Example]:
         yield Example(str(entry["question"]), ref)
 
 
+LAST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
 def final_answer(completion: str) -> str | None:
+    """The last `\\boxed{…}`, else `<answer>…</answer>`, else the last number written (small
+    models rarely keep a format; the scorer still decides whether it is right)."""
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed.strip()
     from reasoning_gym.utils import extract_answer
 
     found = extract_answer(completion)
-    return None if found is None else found.strip()
+    if found is not None:
+        return found.strip()
+    numbers = LAST_NUMBER.findall(completion)
+    return numbers[-1] if numbers else None
 
 
 def reasoning_gym_reward(completion: str, answer: str) -> float:
