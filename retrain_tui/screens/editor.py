@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane, TextArea
 
 from retrain_core.config import ConfigError, Problem, load_campaign_text
-from retrain_core.config.explain import filled_defaults
+from retrain_core.config.defaults import filled_defaults
 from retrain_core.plan import PilotIndex
 from retrain_tui.dialogs.condition import ConditionDialog
 from retrain_tui.dialogs.confirm import ConfirmDialog

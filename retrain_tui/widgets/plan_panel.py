@@ -24,7 +24,7 @@ def _hours(hours: float | None) -> str:
 
 def plan_text(campaign, estimate: dict | None, defaults: list[str] = ()) -> str:
     """Plain text of the plan (also used by tests); `defaults` are the gaps of the file
-    that defaults fill (`retrain_core.config.explain.filled_defaults`)."""
+    that defaults fill (`retrain_core.config.defaults.filled_defaults`)."""
     if campaign is None:
         return "fix the problems below to see the plan"
     seeds = list(campaign.settings.seeds)
