@@ -89,7 +89,7 @@ def run_app(directory: Path, out: Path, seconds: float) -> None:
 # -- the writer process -----------------------------------------------------------------------
 def run_writer(directory: Path, runs: list[tuple[str, str, int]], rate: float,
                seconds: float) -> None:
-    from retrain_tui.fabricate import metric_line
+    from tests.support.campaigns import metric_line
 
     files = {name: open(directory / "runs" / name / "metrics.jsonl", "a")  # noqa: SIM115
              for name, _, _ in runs}
@@ -183,7 +183,7 @@ def main() -> int:
         run_writer(Path(args.dir), runs, args.rate, args.seconds)
         return 0
 
-    from retrain_tui.fabricate import make_campaign, mark_supervisor_alive
+    from tests.support.campaigns import make_campaign, mark_supervisor_alive
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrain_tui.snapshot import FINISHED, Snapshot
+from retrain_tui.monitor_view import FINISHED, Snapshot
 
 
 @dataclass(frozen=True)

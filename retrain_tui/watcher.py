@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from retrain_core.plan import campaign_parallelism, eta_seconds
-from retrain_tui.snapshot import (
+from retrain_tui.monitor_view import (
     KEPT_METRICS,
     TABLE_METRICS,
     ConditionRow,

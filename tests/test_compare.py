@@ -13,7 +13,7 @@ from scipy import stats
 from retrain_core.cli import main as retrain
 from retrain_core.compare import CompareError, compare_campaign
 from retrain_core.stats import t_ppf
-from retrain_tui.fabricate import write_json
+from tests.support.campaigns import write_json
 
 SEEDS = [11, 22, 33, 44, 55, 66]
 # Per-seed final correct rates; the treatment is +3 pp with per-seed noise, so paired

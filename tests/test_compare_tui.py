@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import FIXED_TIME, make_campaign
+from tests.support.campaigns import FIXED_TIME, make_campaign
 from retrain_tui.screens.compare import CompareScreen, sparkline
 
 CONDITIONS = ("grpo+none", "maxrl+none", "maxrl+gtpo_sepa")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from waits import ceiling
 
-from retrain_tui.fabricate import make_campaign, write_json
+from tests.support.campaigns import make_campaign, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = {"grpo+none_s42": 12, "grpo+none_s101": 30, "maxrl+gtpo_sepa_s42": 5, "maxrl+gtpo_sepa_s101": 0}

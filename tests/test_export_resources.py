@@ -14,7 +14,7 @@ from waits import wait_until
 
 from retrain_core.resources import GpuInfo, Nvml, Resources, ResourceSampler, RunUsage, running_runs
 from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import FIXED_TIME, make_campaign
+from tests.support.campaigns import FIXED_TIME, make_campaign
 from retrain_tui.screens.resources import ResourcesScreen
 
 # A parent that holds ~150 MB and a child that spins one core: a run's process tree.

@@ -15,7 +15,7 @@ import pytest
 from test_sup_helpers import fake_env, retrain
 
 from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import make_campaign
+from tests.support.campaigns import make_campaign
 from retrain_tui.screens.monitor import MonitorScreen
 
 ODD_LINES = [

@@ -15,7 +15,7 @@ import sys
 
 from test_sup_helpers import REPO
 
-from retrain_tui.fabricate import make_campaign, metric_line
+from tests.support.campaigns import make_campaign, metric_line
 from retrain_tui.watcher import CampaignWatcher
 
 RUN, CONDITION, SEED = "grpo+none_s42", "grpo+none", 42

@@ -195,7 +195,7 @@ def test_auto_without_a_driver_finds_no_gpu():
 async def test_runs_table_shows_each_runs_gpus_only_when_placed():
     from textual.app import App
 
-    from retrain_tui.snapshot import RunRow
+    from retrain_tui.monitor_view import RunRow
     from retrain_tui.widgets.runs_table import RunsTable
 
     def row(name, gpus):

@@ -11,7 +11,7 @@ from waits import wait_for
 
 from retrain_core.config import config_to_toml, load_campaign
 from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import (
+from tests.support.campaigns import (
     FIXED_TIME,
     SQUEEZE_ANALYSIS,
     append_metrics,
@@ -289,7 +289,7 @@ async def test_errors_become_notifications(tmp_path: Path) -> None:
 async def test_restart_and_pause_go_through_the_control_channel(tmp_path: Path) -> None:
     import json
 
-    from retrain_tui.fabricate import mark_supervisor_alive
+    from tests.support.campaigns import mark_supervisor_alive
 
     directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3}, statuses=RUNNING)
     mark_supervisor_alive(directory)  # this test process stands in for the supervisor

@@ -9,66 +9,8 @@ from pathlib import Path
 import pytest
 
 from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import (
-    FIXED_TIME,
-    SQUEEZE_ANALYSIS,
-    make_campaign,
-    mark_supervisor_alive,
-    write_json,
-)
+from tests.support.campaigns import FIXED_TIME, demo_workdir
 
-REPO = Path(__file__).resolve().parent.parent
-# A frozen copy of the demo campaign, so that changes to configs/demo.toml do not move the
-# snapshots.
-DEMO_TOML = """# CPU demo campaign: the built-in tiny model learns 2-digit arithmetic.
-# 5 conditions x 2 seeds, short runs, two at a time, one throttle slot (2-core friendly).
-
-[campaign]
-seeds = [42, 101]
-max_steps = 30
-parallel = true
-max_workers = 2
-stagger_seconds = 2.0
-max_retries = 0
-conditions = [
-  { advantage_mode = "grpo", transform_mode = "none" },
-  { advantage_mode = "maxrl", transform_mode = "none" },
-  { advantage_mode = "maxrl", transform_mode = "gtpo" },
-  { advantage_mode = "maxrl", transform_mode = "gtpo_hicra" },
-  { advantage_mode = "maxrl", transform_mode = "gtpo_sepa" },
-]
-
-[backend]
-devices = "cpu"
-max_concurrent = 1
-
-[model]
-model = "builtin:tiny-arith"
-lora_rank = 8
-
-[training]
-batch_size = 4
-group_size = 8
-max_tokens = 40
-temperature = 1.0
-top_p = 1.0
-lr = 1e-3
-save_every = 10
-
-[data]
-source = "arithmetic"
-
-[sepa]
-steps = 20
-delay_steps = 2
-correct_rate_gate = 0.1
-
-[squeeze]
-min_variance_retention = 0.95
-
-[logging]
-log_dir = "logs/train"
-"""
 STATUSES = {"grpo+none_s42": "running", "grpo+none_s101": "succeeded",
             "maxrl+gtpo_sepa_s42": "failed", "maxrl+gtpo_sepa_s101": "running"}
 STEPS = {"grpo+none_s42": 14, "grpo+none_s101": 30, "maxrl+gtpo_sepa_s42": 9,
@@ -78,11 +20,7 @@ STEPS = {"grpo+none_s42": 14, "grpo+none_s101": 30, "maxrl+gtpo_sepa_s42": 9,
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch) -> Path:
     """A cwd with configs/demo.toml and logs/ holding one live fabricated campaign."""
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "demo.toml").write_text(DEMO_TOML)
-    directory = make_campaign(tmp_path / "logs", steps=STEPS, statuses=STATUSES)
-    mark_supervisor_alive(directory)
-    write_json(directory / "squeeze" / "analysis.json", SQUEEZE_ANALYSIS)
+    demo_workdir(tmp_path, steps=STEPS, statuses=STATUSES)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

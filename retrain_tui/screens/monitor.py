@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.alerts import Alerts
 from retrain_tui.errors import guarded
-from retrain_tui.snapshot import PLOT_METRICS, Snapshot
+from retrain_tui.monitor_view import PLOT_METRICS, Snapshot
 from retrain_tui.watcher import CampaignWatcher
 from retrain_tui.widgets.campaign_header import CampaignHeader
 from retrain_tui.widgets.condition_table import ConditionTable

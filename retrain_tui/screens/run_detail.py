@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
 
 from retrain_core.tail import read_last_records, tail_lines
-from retrain_tui.files import config_diff
+from retrain_tui.config_diff import config_diff
 from retrain_tui.stats import format_number
 from retrain_tui.widgets.metric_plot import MetricPlot
 

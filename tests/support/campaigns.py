@@ -1,6 +1,7 @@
-"""Fabricated campaign directories (SPEC §6 shapes) for tests, snapshots, screenshots and
-bench/tui.py: a state.json, a manifest.json and per-run metrics.jsonl written the way the
-supervisor and trainer write them, with no process behind them."""
+"""Fabricated campaign directories for tests, snapshots, the README screenshots
+(tools/screenshots.py) and bench/tui.py: a state.json, a manifest.json and per-run
+metrics.jsonl written the way the supervisor and trainer write them (the layout of
+docs/ARCHITECTURE.md), with no process behind them; and a frozen copy of the demo campaign."""
 
 from __future__ import annotations
 
@@ -119,3 +120,67 @@ SQUEEZE_ANALYSIS = {
         {"rank": 8, "mean": 1.0, "min": 1.0, "max": 1.0,
          "worst_module": "model.layers.0.mlp.down_proj", "recommended": False},
     ]}
+
+
+# A frozen copy of configs/demo.toml, so that changes to the demo do not move the snapshots.
+DEMO_TOML = """# CPU demo campaign: the built-in tiny model learns 2-digit arithmetic.
+# 5 conditions x 2 seeds, short runs, two at a time, one throttle slot (2-core friendly).
+
+[campaign]
+seeds = [42, 101]
+max_steps = 30
+parallel = true
+max_workers = 2
+stagger_seconds = 2.0
+max_retries = 0
+conditions = [
+  { advantage_mode = "grpo", transform_mode = "none" },
+  { advantage_mode = "maxrl", transform_mode = "none" },
+  { advantage_mode = "maxrl", transform_mode = "gtpo" },
+  { advantage_mode = "maxrl", transform_mode = "gtpo_hicra" },
+  { advantage_mode = "maxrl", transform_mode = "gtpo_sepa" },
+]
+
+[backend]
+devices = "cpu"
+max_concurrent = 1
+
+[model]
+model = "builtin:tiny-arith"
+lora_rank = 8
+
+[training]
+batch_size = 4
+group_size = 8
+max_tokens = 40
+temperature = 1.0
+top_p = 1.0
+lr = 1e-3
+save_every = 10
+
+[data]
+source = "arithmetic"
+
+[sepa]
+steps = 20
+delay_steps = 2
+correct_rate_gate = 0.1
+
+[squeeze]
+min_variance_retention = 0.95
+
+[logging]
+log_dir = "logs/train"
+"""
+
+
+def demo_workdir(work: Path, demo_toml: str = DEMO_TOML, **campaign) -> Path:
+    """A working directory as a user has it mid-campaign: `configs/demo.toml` (`demo_toml`)
+    and, under `logs/`, one live campaign (`make_campaign(**campaign)`, this process as its
+    supervisor) with a squeeze analysis. Returns the campaign directory."""
+    (Path(work) / "configs").mkdir(parents=True, exist_ok=True)
+    (Path(work) / "configs" / "demo.toml").write_text(demo_toml)
+    directory = make_campaign(Path(work) / "logs", **campaign)
+    mark_supervisor_alive(directory)
+    write_json(directory / "squeeze" / "analysis.json", SQUEEZE_ANALYSIS)
+    return directory

@@ -1,28 +1,23 @@
 """Export the README screenshots (SVG, by Textual): the editor on configs/demo.toml and
 the monitor on a fabricated campaign, 100×30, with a frozen clock.
 
-usage: python -m retrain_tui.screenshots [OUT_DIR]   (default docs/screenshots)
+usage: .venv/bin/python tools/screenshots.py [OUT_DIR]   (default docs/screenshots)
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from retrain_tui.app import RetrainApp
-from retrain_tui.fabricate import (
-    FIXED_TIME,
-    SQUEEZE_ANALYSIS,
-    make_campaign,
-    mark_supervisor_alive,
-    write_json,
-)
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for tests.support, when run as a script
+
+from retrain_tui.app import RetrainApp  # noqa: E402
+from tests.support.campaigns import FIXED_TIME, demo_workdir  # noqa: E402
+
 SIZE = (100, 30)
 CONDITIONS = ("grpo+none", "maxrl+none", "maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa")
 
@@ -45,17 +40,14 @@ async def export(out_dir: Path) -> list[Path]:
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "configs").mkdir()
-        shutil.copy(REPO / "configs" / "demo.toml", work / "configs" / "demo.toml")
         statuses = {f"{c}_s{s}": st for c, st in zip(CONDITIONS, (
             "succeeded", "running", "running", "failed", "pending")) for s in (42, 101)}
         steps = {f"{c}_s{s}": n if n in (0, 30) else n + s % 3
                  for c, n in zip(CONDITIONS, (30, 22, 17, 6, 0))
                  for s in (42, 101)}
-        directory = make_campaign(work / "logs", conditions=CONDITIONS, seeds=(42, 101),
-                                  steps=steps, statuses=statuses)
-        mark_supervisor_alive(directory)
-        write_json(directory / "squeeze" / "analysis.json", SQUEEZE_ANALYSIS)
+        directory = demo_workdir(work, (REPO / "configs" / "demo.toml").read_text(),
+                                 conditions=CONDITIONS, seeds=(42, 101), steps=steps,
+                                 statuses=statuses)
         os.chdir(work)
         try:
             shots = [(Path("configs/demo.toml"), "editor.svg", ()),
