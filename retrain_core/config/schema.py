@@ -1,7 +1,10 @@
-"""Typed configuration schema: every section and default (documented in configs/README.md).
+"""Typed configuration schema: every section, key and default.
 
 One dataclass per TOML section. Field names equal TOML keys, so a section table maps
-one-to-one onto its dataclass; loading and validation live in `load.py`.
+one-to-one onto its dataclass; loading and validation live in `load.py`. The docstring under
+each field is its documentation: `tools/gen_config_reference.py` renders them into the
+reference table of configs/README.md (a test fails when the two differ), so every field
+needs one.
 """
 
 from __future__ import annotations
@@ -43,163 +46,267 @@ BACKENDS = tuple(REGISTRY.names("backend", installed=False))
 @dataclass
 class CampaignSection:
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    max_steps: int | None = None  # None: fall back to [training].max_steps
+    """One run per condition per seed; seeds must be distinct."""
+    max_steps: int | None = None
+    """Steps per run; unset: `[training] max_steps` (a condition may override it)."""
     parallel: bool = False
-    max_workers: int = 0  # 0 = all runs at once
+    """Run several runs at once (up to `max_workers`); false: one after another."""
+    max_workers: int = 0
+    """Runs at once when `parallel`; 0 = all runs at once (still bound by the GPU pool)."""
     stagger_seconds: float = 0.0
+    """Seconds between two launches, so start-ups do not collide."""
     max_retries: int = 0
-    gpus_per_run: int = 1  # each run's share of the [backend] devices pool
-    grace_seconds: float = 0.0  # SIGTERM-to-SIGKILL grace; 0 = max(30 s, 3 × the run's median step)
-    min_free_gb: float = 1.0  # below this much free disk the supervisor pauses launching
+    """Relaunches of a failed run before it stays failed."""
+    gpus_per_run: int = 1
+    """Each run's share of the `[backend] devices` pool."""
+    grace_seconds: float = 0.0
+    """SIGTERM-to-SIGKILL grace on kill or stop; 0 = max(30 s, 3 × the run's median step)."""
+    min_free_gb: float = 1.0
+    """Below this much free disk the supervisor pauses launching (and resumes when space is back)."""
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
-    on_stall: str = "flag"  # a running run without new metrics for max(5 min, 5 × median step): "flag" | "restart"
-    rules: list[dict] = field(default_factory=list)  # [[campaign.rules]] when = "…", action = "kill" | "pause" | "notify"
-    launcher: str = "local"  # "local": subprocesses here; "ray": one Ray actor per run, anywhere in the cluster
-    ray_address: str = ""  # launcher = "ray": the cluster ("" = RAY_ADDRESS, else "auto")
+    """The conditions compared: tables with `advantage_mode`, `transform_mode` and any overrides."""
+    on_stall: str = "flag"
+    """A running run with no new metrics for max(5 min, 5 × median step): `"flag"` or `"restart"`."""
+    rules: list[dict] = field(default_factory=list)
+    """`[[campaign.rules]]`: `when = "…"`, `action = "kill" | "pause" | "notify"`
+    (docs/DECIDING.md)."""
+    launcher: str = "local"
+    """`"local"`: subprocesses on this machine; `"ray"`: one Ray actor per run, anywhere in the
+    cluster."""
+    ray_address: str = ""
+    """With `launcher = "ray"`: the cluster; "" = `$RAY_ADDRESS`, else `"auto"`."""
 
 
 @dataclass
 class BackendConfig:
     backend: str = "local"
-    devices: str = "auto"  # the GPU pool: "auto" (NVML), "cpu", "cuda:0,1,…" (trusted as given)
+    """`"local"` (PyTorch in the trainer) or `"tinker"` (a remote Tinker service), or a plugin."""
+    devices: str = "auto"
+    """The GPU pool: `"auto"` (NVML), `"cpu"`, `"mps"`, `"cuda:0,1,…"` (trusted as given)."""
     max_concurrent: int = 4
-    throttle_dir: str = ""  # "" = no throttle
-    # backend = "tinker": the service (else TINKER_BASE_URL / the SDK's default), the env var
-    # holding the API key (never the key itself: configs are copied into campaign folders),
-    # and the per-call timeout.
+    """Runs that may sample or train at the same moment (a file-lock throttle shared by the
+    campaign)."""
+    throttle_dir: str = ""
+    """Set by the supervisor: the campaign's throttle folder; "" = no throttle."""
     base_url: str = ""
+    """With `backend = "tinker"`: the service; "" = `$TINKER_BASE_URL`, else the SDK's default."""
     api_key_env: str = "TINKER_API_KEY"
+    """With `backend = "tinker"`: the environment variable holding the API key (never the key:
+    configs are copied into campaign folders)."""
     request_timeout_s: float = 600.0
+    """With `backend = "tinker"`: the timeout of one service call, in seconds."""
 
 
 @dataclass
 class ModelConfig:
     model: str = "Qwen/Qwen3-4B-Instruct-2507"
+    """A Hugging Face id, a local folder (relative to the TOML) or `builtin:NAME`
+    (`builtin:tiny-arith`, `builtin:smollm2-135m`)."""
     revision: str = ""
+    """The Hugging Face revision (branch, tag or commit); "" = the default branch."""
     lora_rank: int = 32
-    lora_alpha: float = 0  # 0 = 2 × rank
+    """LoRA rank of the adapter trained."""
+    lora_alpha: float = 0
+    """LoRA scaling alpha; 0 = 2 × `lora_rank`."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA path."""
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    """Module names the adapter wraps."""
     dtype: str = "auto"
+    """Weights' dtype: `"auto"`, `float32`, `float16`, `bfloat16` (or `fp32`, `fp16`, `bf16`)."""
 
 
 @dataclass
 class AlgorithmConfig:
     advantage_mode: str = "maxrl"
+    """Episode advantages: `grpo`, `maxrl`, or a plugin."""
     transform_mode: str = "gtpo_sepa"
+    """Token-level transform of the advantages: `none`, `gtpo`, `gtpo_hicra`, `gtpo_sepa`, or a
+    plugin."""
     uncertainty_kind: str = "surprisal"
+    """Per-token uncertainty: `surprisal`, `predictive_variance`, `shannon_entropy` (or an alias),
+    or a plugin."""
     algorithm_mode: str = ""
+    """A plugin that replaces the whole advantage pipeline; "" = none."""
     advantage_params: dict = field(default_factory=dict)
+    """Keyword arguments passed to the advantage plugin."""
     transform_params: dict = field(default_factory=dict)
-    # Truncated importance sampling: each token's advantage is weighted by
-    # min(p_train / p_sampler, tis_cap), which corrects for a sampler whose numerics differ
-    # from the training pass (vLLM); 0 turns it off.
+    """Keyword arguments passed to the transform plugin."""
     tis_cap: float = 2.0
+    """Truncated importance sampling: each token's advantage is weighted by min(p_train /
+    p_sampler, `tis_cap`), correcting a sampler whose numerics differ from training (vLLM); 0 =
+    off, else ≥ 1."""
 
 
 @dataclass
 class InferenceConfig:
-    engine: str = "hf"  # "hf": transformers generate in the trainer; "vllm": a vllm serve per run
-    vllm_command: str = ".venv-vllm/bin/vllm"  # relative: to the working folder, else the checkout
-    gpu_memory_utilization: float = 0.0  # 0 = 0.35 of a GPU; on CPU ~4 GiB of host memory
-    vllm_start_timeout_s: float = 600.0  # engine start-up (≈70 s on a loaded 2-core CPU box)
-    # hf engine: KV-cache budget of one sampling chunk; 0 = 0.9 of free GPU memory (CPU: no chunks)
+    engine: str = "hf"
+    """`"hf"` (alias `"local"`): transformers `generate` in the trainer; `"vllm"`: a `vllm serve`
+    per run."""
+    vllm_command: str = ".venv-vllm/bin/vllm"
+    """The `vllm` executable; relative: to the working folder, else the checkout (made by `make
+    vllm`)."""
+    gpu_memory_utilization: float = 0.0
+    """vLLM's share of a GPU; 0 = 0.35 of a GPU (on CPU a 2 GiB KV cache)."""
+    vllm_start_timeout_s: float = 600.0
+    """Seconds the engine may take to start (docs/BENCHMARKS.md has measured start-ups)."""
     sampling_memory_gb: float = 0.0
+    """hf engine: KV-cache budget of one sampling chunk; 0 = 0.9 of free GPU memory (CPU: no
+    chunks)."""
 
 
 @dataclass
 class TrainingConfig:
     seed: int = -1
+    """The run's seed; -1 = random (the seed drawn is recorded). A campaign sets it from
+    `[campaign] seeds`."""
     max_steps: int = 500
+    """Optimizer steps of a run (sampled batches × `ppo_epochs`)."""
     batch_size: int = 8
+    """Prompts per step."""
     group_size: int = 16
+    """Completions sampled per prompt (≥ 2: the group is the baseline)."""
     max_tokens: int = 10240
+    """Longest completion, in tokens."""
     temperature: float = 0.7
+    """Sampling temperature."""
     top_p: float = 0.95
+    """Nucleus sampling: in (0, 1]."""
     lr: float = 4e-5
+    """Learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     grad_clip_norm: float = 0.0
+    """Clip the gradient norm to this; 0 = no clipping."""
     clip_eps: float = 0.0
-    ppo_epochs: int = 1  # optimizer steps per sampled batch; > 1 lets clip_eps act
-    lr_schedule: str = "constant"  # "constant", "linear" (to 0 at max_steps) or "cosine"
-    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr, then the schedule
+    """PPO ratio clipping epsilon; 0 = off (acts only with `ppo_epochs` > 1)."""
+    ppo_epochs: int = 1
+    """Optimizer steps per sampled batch; > 1 lets `clip_eps` act."""
+    lr_schedule: str = "constant"
+    """`"constant"`, `"linear"` (to 0 at `max_steps`) or `"cosine"`."""
+    warmup_steps: int = 0
+    """Linear warm-up from lr / `warmup_steps` to lr, then the schedule."""
     save_every: int = 20
-    micro_batch_tokens: int = 0  # padded tokens per training micro-batch; 0 = from free GPU memory (CPU: all)
-    activation_checkpointing: str = "auto"  # "auto" (on a GPU), "on" or "off"
+    """Save a checkpoint every N steps (and at the end)."""
+    micro_batch_tokens: int = 0
+    """Padded tokens per training micro-batch; 0 = from free GPU memory (CPU: all at once)."""
+    activation_checkpointing: str = "auto"
+    """`"auto"` (on a GPU), `"on"` or `"off"`."""
 
 
 @dataclass
 class DataConfig:
     source: str = "math"
+    """`arithmetic`, `math`, `jsonl:PATH` (relative to the TOML), `reasoning_gym:TASK[?k=v&…]`, or
+    a plugin."""
     max_examples: int = 0
+    """Use at most this many examples; 0 = all."""
     shuffle: bool = True
+    """Shuffle the examples each epoch (seeded by the run's seed)."""
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    """The prompt; `{question}` is replaced by the example's question."""
 
 
 @dataclass
 class RewardConfig:
     type: str = "boxed"
+    """`boxed` (the last `\\boxed{}` against the answer), `reasoning_gym` (the task's own scorer),
+    or a plugin."""
 
 
 @dataclass
 class GtpoConfig:
     beta: float = 0.1
+    """GTPO: each token's advantage is scaled by max(0, 1 + β(u/ū − 1)), u its uncertainty; 0 = the
+    episode advantage."""
 
 
 @dataclass
 class HicraConfig:
     alpha: float = 0.2
+    """HICRA: planning tokens' advantages become A + α|A|, α in [0, 1]."""
 
 
 @dataclass
 class SepaConfig:
     steps: int = 500
+    """Steps over which SEPA's λ (the weight pooling execution tokens' uncertainty) ramps from 0 to
+    1."""
     schedule: str = "linear"
+    """`"linear"` or `"auto"` (λ also rises as execution-token variance falls)."""
     delay_steps: int = 50
+    """Steps before λ starts to rise."""
     correct_rate_gate: float = 0.1
+    """λ stays 0 until a step's correct rate reaches this (the gate then stays open); ≤ 0 opens it
+    at once."""
     auto_ema_decay: float = 0.9
+    """`auto`: decay of the moving average of the execution-token variance, in [0, 1)."""
     auto_var_threshold: float = 0.2
+    """`auto`: λ = 1 once the variance average falls to this fraction of its value after the
+    warm-up."""
     auto_warmup_steps: int = 10
+    """`auto`: steps observed before the reference variance is fixed."""
 
 
 @dataclass
 class PlanningConfig:
     grams: list[str] = field(default_factory=lambda: list(DEFAULT_PLANNING_GRAMS))
+    """Phrases that mark planning tokens (`[logging] strategic_grams` is an alias)."""
 
 
 @dataclass
 class SqueezeConfig:
     min_variance_retention: float = 0.95
+    """Recommend the smallest rank keeping this share of the adapter's variance, in (0, 1]."""
     source_rank: int = 0
+    """The adapter's rank; 0 = read from the adapter."""
     target_ranks: list[int] = field(default_factory=list)
+    """Ranks to evaluate; empty = powers of two below the source rank, plus it."""
     adapter_path: str = ""
+    """`retrain squeeze` on this config: the adapter folder (relative: to the working folder, else
+    the TOML's)."""
     output_path: str = ""
+    """Where a compressed adapter is written."""
     compress_to: int = 0
+    """Write an adapter compressed to this rank to `output_path`; 0 = analyse only."""
     device: str = "cpu"
+    """Device of the SVDs: `"cpu"` or a torch device."""
 
 
 @dataclass
 class LoggingConfig:
     log_dir: str = "logs/train"
+    """Where a single run writes its folder (a campaign's runs live in the campaign folder)."""
     wandb_project: str = ""
+    """Weights & Biases project; "" = no W&B logging."""
     wandb_entity: str = ""
+    """Weights & Biases entity (team or user)."""
     wandb_group: str = ""
+    """Weights & Biases group."""
     wandb_tags: str = ""
+    """Comma-separated extra W&B tags (the label and seed are always tags)."""
     wandb_run_name: str = ""
+    """Weights & Biases run name; "" = the run's name."""
     log_generations: bool = True
+    """Write sampled completions to the run's folder."""
 
 
 @dataclass
 class EvalConfig:
-    every: int = 0  # evaluate on the held-out set every N steps (and after the last); 0 = off
-    examples: int = 64  # held-out problems (the source's own split, else set aside from it)
-    sampling: str = "greedy"  # "greedy" | "sampled" (training temperature) | "both"
-    keep_best: bool = True  # keep the best checkpoint (greedy correct rate first) as best/
+    every: int = 0
+    """Evaluate on the held-out set every N steps (and after the last); 0 = off."""
+    examples: int = 64
+    """Held-out problems (the source's own split, else set aside from it)."""
+    sampling: str = "greedy"
+    """`"greedy"`, `"sampled"` (training temperature) or `"both"`."""
+    keep_best: bool = True
+    """Keep the best checkpoint (greedy correct rate first) as `best/`."""
 
 
 @dataclass
 class NotifyConfig:
-    webhook: str = ""  # POST a JSON event per run failure/stall/finish and campaign end ("" = none)
+    webhook: str = ""
+    """POST a JSON event per run failure, stall or finish and at campaign end; "" = none."""
 
 
 @dataclass
