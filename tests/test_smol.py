@@ -85,3 +85,33 @@ def test_two_step_run_on_smollm2_writes_every_field_and_plans(tmp_path):
     generations = [json.loads(line) for line in (run_dir / "emergence" / "generations.jsonl").read_text().splitlines()]
     assert len(generations) == 2 * 2 * 4 and any(" " in g["completion"] for g in generations)
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_a_second_converter_says_who_holds_the_lock(tmp_path):
+    import select
+    import time
+
+    from filelock import FileLock
+
+    from retrain_core.models import smol
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    lock = FileLock(str(folder / f"{smol.VERSION}.lock"))
+    lock.acquire()
+    (folder / f"{smol.VERSION}.lock.holder").write_text(
+        json.dumps({"pid": 4242, "host": "box7", "since": time.time()}))
+    proc = subprocess.Popen([sys.executable, "-c", "from retrain_core.models.smol import smollm2_model_path; "
+                             "smollm2_model_path()"], env=dict(os.environ, RETRAIN_CACHE=str(tmp_path)),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 120)
+        assert ready, "no message within 120 s"
+        line = proc.stderr.readline()
+        assert "waiting for the conversion held by pid 4242 on box7" in line, line
+        assert proc.poll() is None  # it waits; nothing converted behind the holder's back
+        assert not (folder / smol.VERSION).exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        lock.release()
