@@ -45,6 +45,28 @@ def make_toml_area(text: str) -> TextArea:
 
 
 class EditorScreen(Screen):
+    DEFAULT_CSS = """
+    #editor-body { height: 1fr; }
+    #editor-main { width: 1fr; }
+    #editor-tabs { height: 1fr; }
+    #editor-tabs TabPane { padding: 0; }
+    #campaign-scroll { height: 1fr; padding: 0 1; }
+    #base-toml { height: 1fr; }
+    #problems {
+        height: auto;
+        max-height: 6;
+        border: round $error;
+        border-title-color: $error;
+    }
+    #problems.-empty { height: 1; border: none; color: $success; }
+    #plan {
+        width: 36;
+        max-width: 42%;
+        height: 1fr;
+        border-left: vkey $foreground 20%;
+        padding: 0 1;
+    }
+    """
     AUTO_FOCUS = "#condition-table"  # keyboard first: the screen's keys work at once
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("ctrl+s", "save", "Save", id="save", priority=True,

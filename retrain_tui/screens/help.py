@@ -20,6 +20,9 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
 
 
 class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    #help-table { height: auto; max-height: 20; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("escape,question_mark,q", "dismiss_help", "Close", id="help.close",
                 tooltip="Close this list"),

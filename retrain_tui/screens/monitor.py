@@ -39,6 +39,18 @@ class SnapshotReady(Message):
 
 
 class MonitorScreen(Screen):
+    DEFAULT_CSS = """
+    #campaign-header { height: 2; padding: 0 1; background: $boost; }
+    #monitor-filters { height: 1; padding: 0 1; color: $text-muted; }
+    #runs-table { height: 1fr; min-height: 6; }
+    #monitor-bottom { height: 1fr; min-height: 8; }
+    #condition-agg {
+        width: 1fr;
+        min-width: 62;  /* the whole table, up to a two-status runs summary, at 100 columns */
+        height: 100%;
+    }
+    #reward-plot { width: 1fr; height: 100%; }
+    """
     AUTO_FOCUS = "#runs-table"
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("enter", "detail", "Detail", id="detail",

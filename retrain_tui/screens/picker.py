@@ -43,6 +43,10 @@ def campaign_summary(directory: Path) -> str:
 
 
 class PickerScreen(Screen):
+    DEFAULT_CSS = """
+    #picker-hint { height: auto; padding: 0 1; }
+    #picker-list { height: 1fr; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("r", "rescan", "Rescan", id="rescan",
                 tooltip="Look for campaigns and configs again"),

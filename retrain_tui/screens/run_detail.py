@@ -32,6 +32,14 @@ def generations_text(records: list[dict]) -> str:
 
 
 class RunDetailScreen(Screen):
+    DEFAULT_CSS = """
+    #detail-header { height: 2; padding: 0 1; background: $boost; }
+    #detail-tabs { height: 1fr; }
+    #detail-plots { height: 1fr; }
+    #detail-plots PlotextPlot { width: 1fr; height: 100%; }
+    .log-tail { height: 1fr; border: round $foreground 20%; }
+    #generations, #config-diff { height: 1fr; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("K", "kill", "Kill", id="detail.kill",
                 tooltip="SIGTERM this run's process group (asks first)"),

@@ -30,6 +30,10 @@ def squeeze_summary(analysis: dict | None, state: dict) -> str:
 
 
 class SqueezeScreen(Screen):
+    DEFAULT_CSS = """
+    #squeeze-summary { height: auto; padding: 0 1; }
+    #squeeze-table { height: 1fr; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("question_mark", "app.help", "Keys", id="help",
                 tooltip="Every key of this screen, with what it does"),

@@ -42,6 +42,19 @@ def format_value(value: Any) -> str:
 
 
 class CampaignFields(Widget):
+    DEFAULT_CSS = """
+    CampaignFields { height: auto; }
+    #campaign-grid {
+        grid-size: 2;
+        grid-columns: 16 1fr;
+        grid-rows: 1;
+        grid-gutter: 0 1;
+        height: auto;
+        margin-top: 1;
+    }
+    #campaign-grid Checkbox { height: 1; width: 100%; }
+    .field-label { color: $text-muted; }
+    """
     class Changed(Message):
         def __init__(self, key: str, value: Any):
             super().__init__()

@@ -20,6 +20,12 @@ OVERRIDES_WIDTH = 30
 
 
 class ConditionsEditor(Widget):
+    DEFAULT_CSS = """
+    ConditionsEditor { height: auto; }
+    .condition-controls { height: 1; }
+    .condition-controls Button { margin-left: 1; min-width: 5; }
+    #condition-table { height: auto; max-height: 10; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("a", "op('add')", "Add condition", id="conditions.add", show=False,
                 tooltip="Add a condition after the last one"),

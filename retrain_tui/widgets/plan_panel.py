@@ -64,6 +64,12 @@ def plan_text(campaign, estimate: dict | None, defaults: list[str] = ()) -> str:
 
 
 class PlanPanel(Widget):
+    DEFAULT_CSS = """
+    #plan-inputs { height: 1; }
+    #plan-gpu { width: 1fr; }
+    #plan-step-time { width: 10; margin-left: 1; }
+    #plan-scroll { height: 1fr; margin-top: 1; }
+    """
     class InputsChanged(Message):
         def __init__(self, gpu: str | None, step_time_s: float | None):
             super().__init__()

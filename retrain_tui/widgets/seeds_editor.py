@@ -15,6 +15,20 @@ from retrain_tui.widgets.campaign_fields import format_value, parse_value
 
 
 class SeedsEditor(Widget):
+    DEFAULT_CSS = """
+    SeedsEditor { height: auto; }
+    #seed-list {
+        height: auto;
+        max-height: 5;
+        layout: grid;
+        grid-size: 8;
+        grid-gutter: 0 1;
+    }
+    .seed-item { width: 100%; }
+    .seed-controls { height: 1; }
+    .seed-controls Input { width: 16; }
+    .seed-controls Button { margin-left: 1; min-width: 5; }
+    """
     BINDINGS: ClassVar[list[Binding]] = [Binding("delete", "remove_seed", "Remove seed", id="seeds.remove", show=False,
                 tooltip="Remove the selected seed")]
 
