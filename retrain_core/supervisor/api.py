@@ -71,8 +71,13 @@ def start_supervisor(root: Path, grace_seconds: float | None = None) -> None:
                        stdout=log, stderr=log, start_new_session=True, close_fds=True, check=True)
 
 
-def wait_started(campaign_dir: str | os.PathLike, timeout: float = 10.0) -> bool:
-    """Block until the supervisor of `campaign_dir` runs (CLI convenience)."""
+def wait_started(campaign_dir: str | os.PathLike, timeout: float = 60.0,
+                 since: float | None = None) -> bool:
+    """Block until the supervisor of `campaign_dir` runs (CLI convenience).
+
+    With `since` (the time the caller started it), a supervisor that started after it and has
+    written its heartbeat counts even if it has already exited: with nothing left to run it
+    adopts, settles and ends at once, which is a success, not a failed start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # The heartbeat must be the new supervisor's (its pid in state.json, written once it
@@ -81,6 +86,9 @@ def wait_started(campaign_dir: str | os.PathLike, timeout: float = 10.0) -> bool
         rec = read_json(Path(campaign_dir) / SUPERVISOR_PID)
         if (isinstance(rec, dict) and sup.get("pid") == rec.get("pid") and sup.get("heartbeat")
                 and supervisor_alive(campaign_dir)):
+            return True
+        if (since is not None and sup.get("heartbeat")
+                and float(sup.get("start_time") or 0) >= since - 1.0):
             return True
         time.sleep(0.05)
     return supervisor_alive(campaign_dir)

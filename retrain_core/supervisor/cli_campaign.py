@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from retrain_core.tail import tail_lines
@@ -79,8 +80,9 @@ def main(args) -> int:
         except AlreadyRunning as exc:
             print(f"retrain campaign: {exc}", file=sys.stderr)
             return 3
+    since = time.time()
     api.start_supervisor(root, args.grace_seconds)
-    if not api.wait_started(root):
+    if not api.wait_started(root, since=since):
         print(f"retrain campaign: the supervisor did not start; see {root / SUPERVISOR_LOG}:\n"
               f"{_log_tail(root)}", file=sys.stderr)
         return 1
