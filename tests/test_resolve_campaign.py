@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -195,7 +196,11 @@ def test_hub_model_missing_offline_is_refused_at_launch_and_noted_online(folder)
     explained = retrain(["explain", toml], folder, offline)
     assert explained.returncode == 0 and f"Note: {toml}:4: model.model: " in explained.stdout
     online = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    explained = retrain(["explain", toml], folder, online)
+    with socket.socket() as hub:  # a "hub" that answers: this box itself has no network
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        online["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.getsockname()[1]}"
+        explained = retrain(["explain", toml], folder, online)
     assert explained.returncode == 0 and "will be downloaded from the hub" in explained.stdout
 
 

@@ -211,7 +211,10 @@ webhook = "{url}"''')
 
 @SUPERVISED
 def test_pause_rule_stops_launching_until_unpaused(tmp_path: Path) -> None:
-    env = stand_in_env(tmp_path, step_s="0.2")
+    # Each run holds before its step 2 until the gate exists, so the rule (true from step 1)
+    # is seen while the run is alive however slowly the supervisor ticks on a loaded box.
+    gate = tmp_path / "gate"
+    env = stand_in_env(tmp_path, step_s="0.2", hang_at="2", gate=str(gate))
     config = with_extra(write_campaign(tmp_path, seeds=(1, 2), conditions=1, max_steps=4), '''
 [[campaign.rules]]
 when = "step >= 1 and attempt == 1"
@@ -219,13 +222,18 @@ action = "pause"''')
     root = launch(tmp_path, config, env)
     first, second = "grpo+none_s1", "grpo+none_s2"
     wait_until(lambda: state(root)["supervisor"]["paused"], 60, what="the pause rule to fire")
+    gate.touch()
     sup = state(root)["supervisor"]
     assert "rule 1: step >= 1 and attempt == 1" in sup["pause_reason"] and first in sup["pause_reason"]
     wait_until(lambda: state(root)["runs"][first]["status"] == "succeeded", 60,
                what="the running run to finish (a pause only stops launching)")
     time.sleep(2)  # the supervisor ticks 20 times meanwhile: it must not launch the next run
     assert state(root)["runs"][second]["status"] == "pending"
+    gate.unlink()  # the second run holds at its step 2 too, until the rule has paused again
     assert retrain(["unpause", root], env, tmp_path).returncode == 0
+    wait_until(lambda: state(root)["runs"][second].get("rules_fired"), 60,
+               what="the rule to fire for the second run")
+    gate.touch()
     wait_until(lambda: campaign_over(root), 60, what="the campaign to finish after unpause")
     runs = state(root)["runs"]
     assert runs[second]["status"] == "succeeded"
