@@ -252,7 +252,8 @@ class Trainer:
             "sample_time_s": sample_time, "train_time_s": train_time, "throttle_wait_s": wait,
             "tokens_per_second": float(lengths.sum()) / max(step_time, 1e-9),
             "batch_size": t.batch_size, "group_size": t.group_size, "lr": float(train_stats["lr"]),
-            "grad_norm": float(train_stats["grad_norm"]),
+            # None when the backend cannot know it (a remote service): written as null.
+            "grad_norm": None if train_stats["grad_norm"] is None else float(train_stats["grad_norm"]),
             "ppo_ratio_mean": train_stats.get("ppo_ratio_mean", 1.0),
             "ppo_ratio_max": train_stats.get("ppo_ratio_max", 1.0),
             "ppo_clip_fraction": train_stats.get("ppo_clip_fraction", 0.0),
