@@ -17,6 +17,7 @@ import copy
 import io
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -188,6 +189,10 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     port = server.server_address[1]
+    # Ctrl-C and SIGTERM both stop it cleanly; SIGINT is re-armed because a process started in
+    # the background by a non-interactive shell inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"serving http://{HOST}:{port}/metrics and http://{HOST}:{port}/v1/runs "
           f"for {target} (Ctrl-C stops)", flush=True)
     try:
