@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 from retrain_core.plan import detect_preset
 from retrain_tui.app import RetrainApp
@@ -158,7 +159,8 @@ async def test_base_toml_error_is_located(demo_copy: Path, tmp_path: Path) -> No
         screen = app.screen
         area = screen.query_one("#base-toml")
         area.text = area.text.replace("batch_size = 4", "batch_sise = 4")
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("batch_sise" in p.key for p in screen.problems), 10,
+                       what="the live validation of the edited TOML")
         bad = [p for p in screen.problems if "batch_sise" in p.key]
         assert bad and "did you mean" in bad[0].message
         assert area.has_class("-invalid")

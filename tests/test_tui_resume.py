@@ -57,13 +57,15 @@ async def wait_new_supervisor(pilot, directory: Path, old_pid: int) -> int:
     return current()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 async def test_resume_offer_and_palette_after_supervisor_killed(
         tmp_path: Path, tiny_model_dir: Path) -> None:
     live.needs_trainer()
     from retrain_core.supervisor import api
 
-    config = live.small_demo(tmp_path / "demo.toml", max_steps=6)
+    # Long enough that the runs outlive two supervisor deaths and resumes on a loaded box
+    # (about 40 s of training idle); the test never waits for more than that.
+    config = live.small_demo(tmp_path / "demo.toml", max_steps=24)
     directory = api.launch(config, tmp_path / "logs")
     try:
         assert api.wait_started(directory, 20)
@@ -101,7 +103,7 @@ async def test_resume_offer_and_palette_after_supervisor_killed(
             await live.wait_for(pilot, lambda: monitor.snapshot.alive, 10)
             await pilot.press("q")
         assert app.return_code == 0
-        runs = live.wait_terminal(directory, timeout=150)
+        runs = live.wait_terminal(directory, timeout=400)
         assert {n: r["status"] for n, r in runs.items()} == {
             live.VICTIM: "succeeded", live.SURVIVOR: "succeeded"}
         # the orphaned runs were adopted, not started again
