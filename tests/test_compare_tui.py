@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from retrain_tui.app import RetrainApp
-from tests.support.campaigns import FIXED_TIME, make_campaign
 from retrain_tui.screens.compare import CompareScreen, sparkline
+from tests.support.campaigns import FIXED_TIME, make_campaign
 
 CONDITIONS = ("grpo+none", "maxrl+none", "maxrl+gtpo_sepa")
 SEEDS = (42, 101, 202)

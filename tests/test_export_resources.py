@@ -14,8 +14,8 @@ from waits import wait_until
 
 from retrain_core.resources import GpuInfo, Nvml, Resources, ResourceSampler, RunUsage, running_runs
 from retrain_tui.app import RetrainApp
-from tests.support.campaigns import FIXED_TIME, make_campaign
 from retrain_tui.screens.resources import ResourcesScreen
+from tests.support.campaigns import FIXED_TIME, make_campaign
 
 # A parent that holds ~150 MB and a child that spins one core: a run's process tree.
 TREE = r"""

@@ -15,8 +15,8 @@ import pytest
 from test_sup_helpers import fake_env, retrain
 
 from retrain_tui.app import RetrainApp
-from tests.support.campaigns import make_campaign
 from retrain_tui.screens.monitor import MonitorScreen
+from tests.support.campaigns import make_campaign
 
 ODD_LINES = [
     '{"step": 0, "mean_reward": NaN, "correct_rate": Infinity, "loss": -Infinity, "step_time_s": 1.0}',

@@ -15,8 +15,8 @@ import sys
 
 from test_sup_helpers import REPO
 
-from tests.support.campaigns import make_campaign, metric_line
 from retrain_tui.watcher import CampaignWatcher
+from tests.support.campaigns import make_campaign, metric_line
 
 RUN, CONDITION, SEED = "grpo+none_s42", "grpo+none", 42
 

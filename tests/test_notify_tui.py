@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from retrain_tui.app import RetrainApp
-from tests.support.campaigns import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
 from retrain_tui.widgets.runs_table import RunsTable
+from tests.support.campaigns import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
 
 A, B = "grpo+none_s42", "maxrl+gtpo_sepa_s42"
 

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from waits import ceiling
 
+from retrain_core.supervisor import api
 from retrain_core.train import EXIT_PREEMPTED
 from retrain_core.train.metrics import TIMING_FIELDS
-from retrain_core.supervisor import api
 from tests.test_sup_helpers import (  # noqa: F401  (procs: fixture killing leftovers)
     REPO,
     campaign_over,
@@ -33,7 +34,6 @@ from tests.test_sup_helpers import (  # noqa: F401  (procs: fixture killing left
     wait_until,
 )
 from tests.test_train_run import read_jsonl, trainer_env
-from waits import ceiling
 
 pytestmark = pytest.mark.slow
 

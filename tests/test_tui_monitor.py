@@ -11,6 +11,8 @@ from waits import wait_for
 
 from retrain_core.config import config_to_toml, load_campaign
 from retrain_tui.app import RetrainApp
+from retrain_tui.screens.monitor import MonitorScreen
+from retrain_tui.watcher import CampaignWatcher
 from tests.support.campaigns import (
     FIXED_TIME,
     SQUEEZE_ANALYSIS,
@@ -19,8 +21,6 @@ from tests.support.campaigns import (
     write_json,
     write_state,
 )
-from retrain_tui.screens.monitor import MonitorScreen
-from retrain_tui.watcher import CampaignWatcher
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (100, 30)

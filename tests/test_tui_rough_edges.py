@@ -26,9 +26,9 @@ from retrain_core.plan import CPU_PRESET_S, detect_preset
 from retrain_tui.app import RetrainApp
 from retrain_tui.commands import screen_actions
 from retrain_tui.dialogs.condition import ConditionDialog
-from tests.support.campaigns import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
 from retrain_tui.screens.help import HelpScreen
 from retrain_tui.screens.monitor import MonitorScreen
+from tests.support.campaigns import FIXED_TIME, make_campaign, mark_supervisor_alive, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (100, 30)

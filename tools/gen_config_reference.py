@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for retrain_core, when run as a script
 
-from retrain_core.atomic import atomic_write_text  # noqa: E402
-from retrain_core.config import schema  # noqa: E402
+from retrain_core.atomic import atomic_write_text
+from retrain_core.config import schema
 
 SCHEMA = REPO / "retrain_core" / "config" / "schema.py"
 README = REPO / "configs" / "README.md"

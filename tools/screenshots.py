@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.support, when run as a script
 
-from retrain_tui.app import RetrainApp  # noqa: E402
-from tests.support.campaigns import FIXED_TIME, demo_workdir  # noqa: E402
+from retrain_tui.app import RetrainApp
+from tests.support.campaigns import FIXED_TIME, demo_workdir
 
 SIZE = (100, 30)
 CONDITIONS = ("grpo+none", "maxrl+none", "maxrl+gtpo", "maxrl+gtpo_hicra", "maxrl+gtpo_sepa")

@@ -17,9 +17,16 @@ import torch
 
 from retrain_core.train.finite import NonFiniteGuard
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
-from retrain_core.train.memory import (DTYPE_BYTES, checkpointing_wanted, concat_rollouts, micro_batch_token_budget,
-                                       micro_batches, sampling_budget_bytes, sampling_bytes_per_row,
-                                       sampling_chunks)
+from retrain_core.train.memory import (
+    DTYPE_BYTES,
+    checkpointing_wanted,
+    concat_rollouts,
+    micro_batch_token_budget,
+    micro_batches,
+    sampling_budget_bytes,
+    sampling_bytes_per_row,
+    sampling_chunks,
+)
 from retrain_core.train.mismatch import MismatchStats
 
 

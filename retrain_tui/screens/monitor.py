@@ -21,8 +21,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.alerts import Alerts
+from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.errors import guarded
 from retrain_tui.monitor_view import PLOT_METRICS, Snapshot
 from retrain_tui.watcher import CampaignWatcher
