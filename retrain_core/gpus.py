@@ -10,6 +10,7 @@ GPUs in the pool placement is off and only `max_workers` limits parallelism.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 
@@ -32,10 +33,8 @@ def detect_gpus() -> list[int]:
     except Exception:  # noqa: BLE001
         return []
     finally:
-        try:
+        with contextlib.suppress(Exception):  # a failed shutdown changes nothing we report
             pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def explicit_gpus(devices: str) -> list[int] | None:

@@ -50,5 +50,6 @@ def test_check_fails_on_a_stale_table(tmp_path, monkeypatch):
 
 def test_the_script_runs_from_anywhere(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "tools" / "gen_config_reference.py"),
-                           "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                           "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr

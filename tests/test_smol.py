@@ -101,8 +101,8 @@ def test_a_second_converter_says_who_holds_the_lock(tmp_path):
     lock.acquire()
     (folder / f"{smol.VERSION}.lock.holder").write_text(
         json.dumps({"pid": 4242, "host": "box7", "since": time.time()}))
-    proc = subprocess.Popen([sys.executable, "-c", "from retrain_core.models.smol import smollm2_model_path; "
-                             "smollm2_model_path()"], env=dict(os.environ, RETRAIN_CACHE=str(tmp_path)),
+    proc = subprocess.Popen([sys.executable, "-c", ("from retrain_core.models.smol import smollm2_model_path; "
+                                                    "smollm2_model_path()")], env=dict(os.environ, RETRAIN_CACHE=str(tmp_path)),
                             stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stderr], [], [], 120)
