@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from retrain_core.config import load_config
-from retrain_core.train.data import heldout_examples
+from retrain_core.tasks.data import heldout_examples
 from retrain_core.train.evaluate import heldout_correct, mean_interval, paired_difference
 from retrain_core.train.loop import Trainer
 

@@ -41,7 +41,7 @@ def load_cfg(args):
 
 def heldout(backend, cfg) -> float | None:
     """Held-out sampled accuracy; None for a source without a held-out split (reasoning-gym)."""
-    from retrain_core.train.data import heldout_examples
+    from retrain_core.tasks.data import heldout_examples
     from retrain_core.train.evaluate import heldout_accuracy
 
     t = cfg.training
@@ -74,8 +74,8 @@ def child_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from retrain_core.models.tiny import resolve_model_path
+    from retrain_core.tasks.data import heldout_examples, load_examples, render_prompt
     from retrain_core.train.backend import LocalBackend
-    from retrain_core.train.data import heldout_examples, load_examples, render_prompt
     from retrain_core.train.rewards import resolve_reward
 
     cfg = load_cfg(args)

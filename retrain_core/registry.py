@@ -270,13 +270,13 @@ REGISTRY.register("uncertainty", "shannon_entropy", f"{_ADV}.uncertainty:shannon
                   aliases=("shannon", "entropy", "token_entropy"))
 REGISTRY.register("uncertainty", "predictive_variance", f"{_ADV}.uncertainty:predictive_variance",
                   aliases=("pred_var", "variance", "bernoulli_variance"))
-REGISTRY.register("reward", "boxed", "retrain_core.train.rewards:boxed_reward")
-REGISTRY.register("data_source", "arithmetic", "retrain_core.train.data:arithmetic_source")
-REGISTRY.register("data_source", "jsonl", "retrain_core.train.data:jsonl_source")
-REGISTRY.register("data_source", "math", "retrain_core.train.data:math_source")
-REGISTRY.register("data_source", "reasoning_gym", "retrain_core.train.reasoning_gym_source:reasoning_gym_source",
+REGISTRY.register("reward", "boxed", "retrain_core.tasks.answers:boxed_reward")
+REGISTRY.register("data_source", "arithmetic", "retrain_core.tasks.data:arithmetic_source")
+REGISTRY.register("data_source", "jsonl", "retrain_core.tasks.data:jsonl_source")
+REGISTRY.register("data_source", "math", "retrain_core.tasks.data:math_source")
+REGISTRY.register("data_source", "reasoning_gym", "retrain_core.tasks.reasoning_gym:reasoning_gym_source",
                   aliases=("reasoning-gym",))
-REGISTRY.register("reward", "reasoning_gym", "retrain_core.train.reasoning_gym_source:reasoning_gym_reward",
+REGISTRY.register("reward", "reasoning_gym", "retrain_core.tasks.reasoning_gym:reasoning_gym_reward",
                   aliases=("reasoning-gym",))
 REGISTRY.register("backend", "local", "retrain_core.train.backend:LocalBackend")
 REGISTRY.register("backend", "tinker", "retrain_core.train.tinker_backend:TinkerBackend",

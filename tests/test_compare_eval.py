@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from peft import PeftModel  # noqa: F401  (best/ must be a PEFT adapter folder)
 
-from retrain_core.train.data import Example, heldout_examples, load_examples
+from retrain_core.tasks.data import Example, heldout_examples, load_examples
 from retrain_core.train.periodic_eval import split_heldout
 
 RUN_TOML = """

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from retrain_core.tasks.data import render_prompt
 from retrain_core.train import memory
-from retrain_core.train.data import render_prompt
 
 TEMPLATE = "{question}\n\nPut your final answer within \\boxed{{}}."
 

@@ -13,7 +13,7 @@ import torch
 from retrain_core.advantages import canonical_uncertainty_kind, compute_advantages
 from retrain_core.config import ConfigError, load_campaign_text
 from retrain_core.registry import REGISTRY, PluginError
-from retrain_core.train.data import load_examples
+from retrain_core.tasks.data import load_examples
 from retrain_core.train.rewards import resolve_reward
 
 # Every alias the docs or the reference implementation (teilomillet/retrain) accept.

@@ -133,7 +133,7 @@ def _write_self_contained(folder: Path) -> Path:
     exp = folder / "exp"
     (exp / "data").mkdir(parents=True)
     (exp / "my_reward.py").write_text(textwrap.dedent("""\
-        from retrain_core.train.rewards import boxed_reward
+        from retrain_core.tasks.answers import boxed_reward
 
         def score(completion, answer):
             return boxed_reward(completion, answer)

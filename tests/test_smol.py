@@ -32,7 +32,7 @@ SOURCE = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&ma
 
 
 def test_reasoning_gym_source_and_its_scorer():
-    from retrain_core.train.data import DataError, load_examples
+    from retrain_core.tasks.data import DataError, load_examples
     from retrain_core.train.rewards import resolve_reward
 
     examples = load_examples(SOURCE, 3)

@@ -161,7 +161,7 @@ def test_lr_schedules_and_warmup():
 def test_heldout_evaluation_leaves_every_random_stream_alone(tiny_model_dir):
     """evaluate.py restored only the CPU torch generator; the CUDA ones (and Python's,
     NumPy's) are restored too now: the rng_state of checkpoints, all of it."""
-    from retrain_core.train.data import heldout_examples
+    from retrain_core.tasks.data import heldout_examples
     from retrain_core.train.evaluate import heldout_accuracy
 
     backend = make_backend(tiny_model_dir, ["q_proj"], merge=False)

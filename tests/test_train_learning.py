@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from retrain_core.config.schema import Config
-from retrain_core.train.data import heldout_examples
+from retrain_core.tasks.data import heldout_examples
 from retrain_core.train.evaluate import heldout_correct, paired_difference
 
 STEPS = 30

@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
+from retrain_core.tasks.answers import boxed_reward, last_boxed
 from retrain_core.tasks.arithmetic import all_problems
-from retrain_core.train.data import DataError, DataStream, Example, load_examples, render_prompt
+from retrain_core.tasks.data import DataError, DataStream, Example, load_examples, render_prompt
 from retrain_core.train.logprobs import policy_loss, token_logprobs
-from retrain_core.train.rewards import boxed_reward, last_boxed, resolve_reward
+from retrain_core.train.rewards import resolve_reward
 
 
 def test_tokenizer_round_trip_through_autotokenizer(tiny_model_dir):

@@ -63,7 +63,7 @@ def _stamp(path: Path | None) -> tuple | None:
 
 def data_problem(source: str, config_dir: Path, dirs: list[Path]) -> str | None:
     """Why `source` cannot yield a first example (None when it can), cached by file stamps."""
-    from retrain_core.train.data import DataError, first_example, source_path, split_source
+    from retrain_core.tasks.data import DataError, first_example, source_path, split_source
 
     name, argument = split_source(source)
     file = source_path(argument, config_dir) if name == "jsonl" else REGISTRY.locate(source, dirs)

@@ -1,6 +1,9 @@
-"""Tasks: problem sets shared by the trainer's data sources and the builtin models.
+"""Tasks: problem sets, the data sources drawing from them, and their scorers.
 
-A task lives here, below both `retrain_core.train` (whose `arithmetic` data source draws
-from it) and `retrain_core.models` (whose tiny model is warm-started on it), so neither
-package has to import the other for it. Imports nothing of retrain_core.
+`arithmetic` (the demo task), `data` (the `arithmetic`, `jsonl:`, `math` sources, prompt
+rendering and the resumable data cursor), `reasoning_gym` (procedural tasks and their
+scorer) and `answers` (the `boxed` reward). They sit below `retrain_core.train`,
+`retrain_core.config` (validation reads each source's first example) and
+`retrain_core.models` (the tiny model is warm-started on arithmetic), so none of those has
+to import another for them. Imports only the registry of retrain_core.
 """

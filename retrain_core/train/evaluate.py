@@ -8,8 +8,8 @@ import statistics
 
 import torch
 
+from retrain_core.tasks.data import Example, render_prompt
 from retrain_core.train.checkpoint import rng_state, set_rng_state
-from retrain_core.train.data import Example, render_prompt
 from retrain_core.train.rewards import resolve_reward
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then ≈ normal).

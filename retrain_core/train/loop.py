@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from retrain_core.tasks.data import DataStream, load_examples, render_prompt
 from retrain_core.train import EXIT_OK, EXIT_PREEMPTED
 from retrain_core.train import checkpoint as ckpt
-from retrain_core.train.data import DataStream, load_examples, render_prompt
 from retrain_core.train.memory import is_oom, memory_metrics, oom_error
 from retrain_core.train.metrics import JsonlWriter, WandbLogger, peak_memory_mb, progress_line
 from retrain_core.train.mismatch import METRIC_KEYS as MISMATCH_KEYS

@@ -22,8 +22,8 @@ import random
 import time
 from pathlib import Path
 
+from retrain_core.tasks.data import Example, heldout_examples
 from retrain_core.train import checkpoint as ckpt
-from retrain_core.train.data import Example, heldout_examples
 from retrain_core.train.evaluate import heldout_accuracy
 from retrain_core.train.metrics import JsonlWriter
 

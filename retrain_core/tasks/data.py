@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain_core.tasks import arithmetic
-from retrain_core.train.rewards import last_boxed
+from retrain_core.tasks.answers import last_boxed
 
 
 @dataclass(frozen=True)

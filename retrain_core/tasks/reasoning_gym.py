@@ -21,8 +21,8 @@ import json
 import re
 from collections.abc import Iterator
 
-from retrain_core.train.data import DataError, Example
-from retrain_core.train.rewards import last_boxed
+from retrain_core.tasks.answers import last_boxed
+from retrain_core.tasks.data import DataError, Example
 
 DEFAULT_SIZE = 1000
 INSTALL_HINT = "pip install reasoning-gym (or: pip install -e .[smol])"
