@@ -1,9 +1,10 @@
 """The sampling/training seam: `TrainBackend` protocol and the local torch + peft backend.
 
-`LocalBackend` samples all B×G rows with one batched `generate` (left padding), records the
-log-probability (and, when asked, the entropy) of each sampled token under the
-temperature-scaled policy from the same forward passes, and trains LoRA parameters with the
-token-mean policy-gradient surrogate of SPEC §4.9.
+`LocalBackend` samples all B×G rows in one batch (left padding; `decode.sample_rows`, which
+drops rows from the batch as they end), records the log-probability (and, when asked, the
+entropy) of each sampled token under the temperature-scaled policy from the same forward
+passes, and trains LoRA parameters with the token-mean policy-gradient surrogate
+(`logprobs.policy_loss`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from retrain_core.train.decode import sample_rows
 from retrain_core.train.finite import NonFiniteGuard
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
 from retrain_core.train.memory import (
@@ -125,33 +127,6 @@ def pick_device(devices: str) -> torch.device:
     return torch.device(devices)
 
 
-class _SampledTokenStats:
-    """Logits processor that records log p and entropy of each sampled token.
-
-    At step k it sees the token sampled at step k-1 (the last column of `input_ids`), so it
-    keeps only one [N, V] distribution alive at a time."""
-
-    def __init__(self, temperature: float, want_entropy: bool):
-        self.temperature = temperature if temperature > 0 else 1.0
-        self.want_entropy = want_entropy
-        self.prev: torch.Tensor | None = None
-        self.logprobs: list[torch.Tensor] = []
-        self.entropies: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.take(input_ids[:, -1])
-        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        self.prev = logp
-        if self.want_entropy:
-            self.entropies.append(-(logp.exp() * logp).sum(-1))
-        return scores
-
-    def take(self, last_tokens: torch.Tensor) -> None:
-        if self.prev is not None:
-            self.logprobs.append(self.prev.gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
-            self.prev = None
-
-
 class LocalBackend:
     def __init__(self, cfg, want_entropy: bool = False, micro_batch_rows: int = 0):
         import warnings
@@ -258,27 +233,6 @@ class LocalBackend:
             for base, original in swaps:
                 base.weight.data = original
 
-    @contextmanager
-    def _sampling_generation_config(self):
-        """`generate` sees a bare GenerationConfig while we sample.
-
-        A checkpoint's own generation_config.json (repetition_penalty, min_p,
-        no_repeat_ngram_size, suppress_tokens, …) would add logits processors before our
-        recorder, so the recorded log-probs would not be the policy's (0.08 nats apart with
-        repetition_penalty 1.3). RL sampling uses exactly temperature / top_p from
-        [training] (top_k off) and nothing else."""
-        from transformers import GenerationConfig
-
-        causal_lm = self.model.get_base_model()
-        own = causal_lm.generation_config
-        causal_lm.generation_config = GenerationConfig(
-            eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
-            bos_token_id=getattr(own, "bos_token_id", None))
-        try:
-            yield
-        finally:
-            causal_lm.generation_config = own
-
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
         ids = [ids] if isinstance(ids, int) else list(ids or [])
@@ -316,33 +270,27 @@ class LocalBackend:
         enc = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_ids = enc["input_ids"].to(self.device)
         prompt_mask = enc["attention_mask"].to(self.device)
-        stats = _SampledTokenStats(temperature, self.want_entropy)
-        greedy = temperature <= 0
-        gen_kwargs = {"do_sample": False} if greedy else {
-            "do_sample": True, "temperature": temperature, "top_p": t.top_p, "top_k": 0}
         self.model.eval()
-        with self._autocast(), self._lora_merged(), self._sampling_generation_config():
+        with self._autocast(), self._lora_merged():
+            prefill = None
             if group_size > 1 and self.share_prompt_pass and prompt_ids.shape[1] > 1:
-                gen_kwargs[CACHE_KWARG] = self._shared_prefill(prompt_ids, prompt_mask, group_size)
-            seqs = self.model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
-                eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
-                logits_processor=[stats], use_cache=True, **gen_kwargs)
-        completion = seqs[:, prompt_ids.shape[1]:]
-        stats.take(completion[:, -1]) if completion.shape[1] else None
+                prefill = self._shared_prefill(prompt_ids, prompt_mask, group_size)
+            sampled = sample_rows(self.model, prompt_ids, prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
+                                  eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id,
+                                  temperature=temperature, top_p=t.top_p, want_entropy=self.want_entropy,
+                                  cache_kwarg=CACHE_KWARG, prefill=prefill)
+        completion = sampled.completion_ids
         is_eos = torch.isin(completion, torch.tensor(self.eos_ids, device=completion.device))
-        # Active through the first EOS (inclusive); everything after is generate's padding.
-        before_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
-        mask = before_eos
-        logprobs = torch.stack(stats.logprobs, dim=1) if stats.logprobs else completion.new_zeros(completion.shape, dtype=torch.float32)
-        logprobs = torch.where(mask, logprobs, torch.zeros_like(logprobs))
+        # Active through the first EOS (inclusive); everything after is padding.
+        mask = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+        logprobs = torch.where(mask, sampled.logprobs, torch.zeros_like(sampled.logprobs))
         entropies = None
-        if self.want_entropy and stats.entropies:
-            entropies = torch.where(mask, torch.stack(stats.entropies, dim=1), torch.zeros_like(logprobs))
+        if sampled.entropies is not None:
+            entropies = torch.where(mask, sampled.entropies, torch.zeros_like(logprobs))
         texts = self.tokenizer.batch_decode(torch.where(mask, completion, self.tokenizer.pad_token_id),
                                             skip_special_tokens=True)
         group_ids = torch.arange(len(prompts), device=self.device).repeat_interleave(group_size)
-        return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, logprobs.float(), entropies,
+        return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, logprobs, entropies,
                         texts, rows, group_ids, ~is_eos.any(dim=1))
 
     def _shared_prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):

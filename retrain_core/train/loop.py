@@ -1,4 +1,4 @@
-"""The step loop of `retrain run` (SPEC §4.9, §5).
+"""The step loop of `retrain run` (the run files it writes: docs/ARCHITECTURE.md, configs/README.md).
 
 Per step: draw B prompts, sample B×G completions, reward them, compute token advantages
 (with the SEPA λ decided before sampling), take one optimisation step on the LoRA weights,
