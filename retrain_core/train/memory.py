@@ -1,8 +1,9 @@
 """Memory budgets of the local backend: sampling row chunks, training micro-batches, OOM errors.
 
 The campaign we size for (Qwen3-4B, B×G = 8×16, up to 10,240 new tokens, 80 GB) does not fit
-in one piece: `generate` over all 128 rows keeps every row's KV cache until the longest row
-ends (≈ 144 KiB per token for Qwen3-4B), and training without activation checkpointing
+in one piece: sampling 128 rows that all run to `max_tokens` holds every row's KV cache to
+the end (≈ 144 KiB per token for Qwen3-4B; rows that end early leave the batch, see
+`decode.py`, but the budget must hold for the worst case), and training without activation checkpointing
 holds ≈ 5 MB of activations per token. So:
 
 - sampling runs in chunks of rows whose KV cache (prompt + `max_tokens` per row, the worst

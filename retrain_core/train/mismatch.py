@@ -1,6 +1,6 @@
 """Sampler/trainer mismatch: truncated importance sampling (TIS) weights and their metrics.
 
-The sampler's log-probs (HF `generate` in the trainer, or a vLLM server with its own
+The sampler's log-probs (the trainer's own transformers sampling loop, or a vLLM server with its own
 kernels and dtype) are not exactly the training pass's. The policy gradient is an
 expectation under the training policy π but the tokens were drawn from the sampler μ, so
 each token's advantage is weighted by
