@@ -15,6 +15,7 @@ from typing import Any
 from .config.campaign import Campaign, launch_notes, launch_problems, load_campaign
 from .config.defaults import filled_defaults
 from .config.errors import ConfigError
+from .config.schema import toml_values
 from .plan import estimate, format_hours
 
 JSON_SCHEMA_VERSION = 1
@@ -58,18 +59,17 @@ def condition_differences(campaign: Campaign) -> dict[str, dict[str, dict[str, A
 def explain_dict(campaign: Campaign, est) -> dict[str, Any]:
     """The stable `--json` object."""
     differences = condition_differences(campaign)
-    settings = campaign.settings
+    settings = toml_values(campaign.settings)  # as the file spells them: max_workers 0 = all
     return {
         "schema": JSON_SCHEMA_VERSION,
         "ok": True,
         "source": str(campaign.source),
         "is_campaign": campaign.is_campaign,
-        "counts": {"conditions": len(campaign.conditions), "seeds": len(settings.seeds),
+        "counts": {"conditions": len(campaign.conditions), "seeds": len(settings["seeds"]),
                    "runs": len(campaign.runs), "total_steps": est.total_steps},
-        "settings": {"seeds": list(settings.seeds), "max_steps": settings.max_steps,
-                     "parallel": settings.parallel, "max_workers": settings.max_workers,
-                     "stagger_seconds": settings.stagger_seconds,
-                     "max_retries": settings.max_retries},
+        "settings": {key: settings[key] for key in ("seeds", "max_steps", "parallel",
+                                                    "max_workers", "stagger_seconds",
+                                                    "max_retries")},
         "conditions": [
             {"label": c.label, "advantage_mode": c.advantage_mode,
              "transform_mode": c.transform_mode, "overrides": c.overrides, "line": c.line,

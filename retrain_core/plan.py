@@ -258,11 +258,12 @@ class Parallelism:
     detail: str  # one phrase for people, e.g. "4 GPUs ÷ 1 per run"
 
 
-def parallelism(parallel: bool, max_workers: int, runs: int, gpu_slots: int | None = None,
+def parallelism(parallel: bool, max_workers: int | None, runs: int, gpu_slots: int | None = None,
                 gpu_detail: str = "") -> Parallelism:
     """Runs at once = min(max_workers, runs, pool ÷ gpus_per_run), naming the bound that applies.
 
-    `gpu_slots` is None when placement is off (no GPUs in the pool). On a tie the more
+    `max_workers` None (or a manifest's 0) sets no bound of its own; `gpu_slots` is None when
+    placement is off (no GPUs in the pool). On a tie the more
     fundamental bound is named: runs, then GPUs, then max_workers.
     """
     if not parallel:
@@ -277,7 +278,7 @@ def parallelism(parallel: bool, max_workers: int, runs: int, gpu_slots: int | No
     return Parallelism(n, bound, detail)
 
 
-def effective_parallelism(parallel: bool, max_workers: int, runs: int,
+def effective_parallelism(parallel: bool, max_workers: int | None, runs: int,
                           gpu_slots: int | None = None) -> int:
     """Runs at once: min(max_workers or runs, runs, GPU slots) when parallel, else 1."""
     return parallelism(parallel, max_workers, runs, gpu_slots).runs_at_once

@@ -354,8 +354,9 @@ def _lock_is_free(lock_path: str | Path, wake: bool = True) -> bool:
     return True
 
 
-def open_throttle(directory: str, max_concurrent: int, run: str = ""):
-    """The throttle a run uses: `NullThrottle` when `directory` is "" or `max_concurrent` <= 0."""
+def open_throttle(directory: str | None, max_concurrent: int, run: str = ""):
+    """The throttle a run uses: `NullThrottle` when `directory` is unset (None or "") or
+    `max_concurrent` <= 0."""
     if not directory or max_concurrent <= 0:
         return NullThrottle()
     return Throttle(directory, max_concurrent, run)

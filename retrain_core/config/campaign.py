@@ -20,7 +20,7 @@ from .errors import ConfigError, Problem, describe, did_you_mean
 from .load import Collector, build_config, check_document, parse_toml
 from .locate import line_of, locate_keys
 from .resolve import config_dir_of, environment_problems, file_problems
-from .rules import FIELD_TYPES, MAX_RUNS, check_field
+from .rules import FIELD_TYPES, MAX_RUNS, check_field, toml_spelling
 from .schema import DEFAULT_CONDITIONS, SECTION_TYPES, CampaignSection, Config
 
 SAFE_LABEL = re.compile(r"^[A-Za-z0-9._+~=,:@-]+$")
@@ -175,7 +175,8 @@ def check_condition(out: Collector, index: int, raw: Any, base: dict[str, dict[s
             for suffix, message in problems:
                 out.add(problem_key + suffix, message)
             ok = ok and not problems
-            overrides[dotted] = normalised
+            # As the file spells it (an unset key's 0 or ""): labels and manifests keep their form.
+            overrides[dotted] = toml_spelling(dotted, normalised)
             merged.setdefault(section, {})[field_name] = copy.deepcopy(normalised)
         if name not in FLAT_NAMES and not (name in SECTION_TYPES and isinstance(value, dict)):
             ok = False

@@ -18,7 +18,7 @@ from retrain_core.notify import webhook_problem
 from retrain_core.registry import REGISTRY, is_dotted_path
 
 from .errors import describe, did_you_mean
-from .schema import SECTION_TYPES, CampaignSection
+from .schema import AUTO_WORD, SECTION_TYPES, CampaignSection
 
 SECTIONS: dict[str, type] = {"campaign": CampaignSection, **SECTION_TYPES}
 FIELD_TYPES: dict[str, dict[str, str]] = {
@@ -37,6 +37,18 @@ MAX_TOKENS = 1_048_576
 
 Problems = list[tuple[str, str]]
 
+# Keys whose None means "the program decides" (schema.unset_as): dotted key -> (the 0 or ""
+# that a file may write for it, whether "auto" is accepted too).
+UNSET_SPELLINGS: dict[str, tuple[Any, bool]] = {
+    f"{section}.{f.name}": (f.metadata["toml_spelling"], f.metadata["auto_word"])
+    for section, cls in SECTIONS.items() for f in fields(cls) if "toml_spelling" in f.metadata
+}
+
+
+def toml_spelling(dotted: str, value: Any) -> Any:
+    """`value` as a file writes it: an unset key's None as its 0 or ""."""
+    return UNSET_SPELLINGS[dotted][0] if value is None and dotted in UNSET_SPELLINGS else value
+
 
 def is_plugin_path(value: str) -> bool:
     """`package.module.name` or `package.module:name`: a user-supplied implementation."""
@@ -51,7 +63,6 @@ def _is_int(v: Any) -> bool:
 TYPE_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "int": ("an integer", _is_int),
-    "int | None": ("an integer", _is_int),
     "float": ("a number", lambda v: _is_int(v) or isinstance(v, float)),
     "bool": ("a boolean (true or false)", lambda v: isinstance(v, bool)),
     "dict": ("a table", lambda v: isinstance(v, dict)),
@@ -295,10 +306,17 @@ ELEMENTS: dict[str, Callable[[list], Problems]] = {
 def check_field(section: str, name: str, value: Any) -> tuple[Any, Problems]:
     """Type, range and choice checks of one key; returns (normalised value, problems)."""
     dotted = f"{section}.{name}"
-    expected, type_ok = TYPE_CHECKS[FIELD_TYPES[section][name]]
+    kind = FIELD_TYPES[section][name].removesuffix(" | None")
+    spelling, auto_word = UNSET_SPELLINGS.get(dotted, (None, False))
+    if dotted in UNSET_SPELLINGS and (value is None or (auto_word and value == AUTO_WORD)):
+        return None, []
+    expected, type_ok = TYPE_CHECKS[kind]
     if not type_ok(value):
-        return value, [("", f"expected {expected}, found {describe(value)}")]
-    if FIELD_TYPES[section][name] == "float" and not math.isfinite(value):
+        also = f' or "{AUTO_WORD}"' if auto_word else ""
+        return value, [("", f"expected {expected}{also}, found {describe(value)}")]
+    if dotted in UNSET_SPELLINGS and value == spelling:  # the spelling older files use
+        return None, []
+    if kind == "float" and not math.isfinite(value):
         return value, [("", f"expected a finite number, found {describe(value)}")]
     if dotted in RANGES:
         what, ok = RANGES[dotted]
@@ -307,7 +325,7 @@ def check_field(section: str, name: str, value: Any) -> tuple[Any, Problems]:
     too_big = upper_bound_problem(dotted, value)
     if too_big:
         return value, [("", too_big)]
-    if FIELD_TYPES[section][name] == "float":
+    if kind == "float":
         value = float(value)  # TOML `lr = 1` is a fine float
     if dotted in CHOICES:
         value, message = CHOICES[dotted](value)

@@ -42,6 +42,28 @@ TRANSFORM_MODES = tuple(REGISTRY.names("transform", installed=False))
 UNCERTAINTY_KINDS = tuple(REGISTRY.names("uncertainty", installed=False))
 BACKENDS = tuple(REGISTRY.names("backend", installed=False))
 
+AUTO_WORD = "auto"
+
+
+def unset_as(toml_spelling, *, auto: bool = True):
+    """A field whose None means "the program decides" (its docstring says how).
+
+    TOML has no null, so a file says None by leaving the key out, by writing `toml_spelling`
+    (the 0 or "" that meant the same before None did; `Config.to_dict` writes it back, so a
+    run's config.toml keeps its format) or, with `auto`, by writing "auto". A path field takes
+    no "auto": that is a folder name.
+    """
+    return field(default=None, metadata={"toml_spelling": toml_spelling, "auto_word": auto})
+
+
+def toml_values(section) -> dict:
+    """A section dataclass as a plain dict of TOML values: an unset field as its spelling."""
+    values = asdict(section)
+    for f in fields(section):
+        if values[f.name] is None and "toml_spelling" in f.metadata:
+            values[f.name] = f.metadata["toml_spelling"]
+    return values
+
 
 @dataclass
 class CampaignSection:
@@ -51,16 +73,18 @@ class CampaignSection:
     """Steps per run; unset: `[training] max_steps` (a condition may override it)."""
     parallel: bool = False
     """Run several runs at once (up to `max_workers`); false: one after another."""
-    max_workers: int = 0
-    """Runs at once when `parallel`; 0 = all runs at once (still bound by the GPU pool)."""
+    max_workers: int | None = unset_as(0)
+    """Runs at once when `parallel`; unset (or `"auto"`, or 0) = all runs at once (still bound
+    by the GPU pool)."""
     stagger_seconds: float = 0.0
     """Seconds between two launches, so start-ups do not collide."""
     max_retries: int = 0
     """Relaunches of a failed run before it stays failed."""
     gpus_per_run: int = 1
     """Each run's share of the `[backend] devices` pool."""
-    grace_seconds: float = 0.0
-    """SIGTERM-to-SIGKILL grace on kill or stop; 0 = max(30 s, 3 × the run's median step)."""
+    grace_seconds: float | None = unset_as(0.0)
+    """SIGTERM-to-SIGKILL grace on kill or stop; unset (or `"auto"`, or 0) = max(30 s, 3 × the
+    run's median step)."""
     min_free_gb: float = 1.0
     """Below this much free disk the supervisor pauses launching (and resumes when space is back)."""
     conditions: list[dict] = field(default_factory=lambda: [dict(c) for c in DEFAULT_CONDITIONS])
@@ -86,8 +110,8 @@ class BackendConfig:
     max_concurrent: int = 4
     """Runs that may sample or train at the same moment (a file-lock throttle shared by the
     campaign)."""
-    throttle_dir: str = ""
-    """Set by the supervisor: the campaign's throttle folder; "" = no throttle."""
+    throttle_dir: str | None = unset_as("", auto=False)
+    """Set by the supervisor: the campaign's throttle folder; unset (or "") = no throttle."""
     base_url: str = ""
     """With `backend = "tinker"`: the service; "" = `$TINKER_BASE_URL`, else the SDK's default."""
     api_key_env: str = "TINKER_API_KEY"
@@ -106,8 +130,8 @@ class ModelConfig:
     """The Hugging Face revision (branch, tag or commit); "" = the default branch."""
     lora_rank: int = 32
     """LoRA rank of the adapter trained."""
-    lora_alpha: float = 0
-    """LoRA scaling alpha; 0 = 2 × `lora_rank`."""
+    lora_alpha: float | None = unset_as(0.0)
+    """LoRA scaling alpha; unset (or `"auto"`, or 0) = 2 × `lora_rank`."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA path."""
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
@@ -146,13 +170,14 @@ class InferenceConfig:
     vllm_command: str = ".venv-vllm/bin/vllm"
     """The `vllm` executable; relative: to the working folder, else the checkout (made by `make
     vllm`)."""
-    gpu_memory_utilization: float = 0.0
-    """vLLM's share of a GPU; 0 = 0.35 of a GPU (on CPU a 2 GiB KV cache)."""
+    gpu_memory_utilization: float | None = unset_as(0.0)
+    """vLLM's share of a GPU, in (0, 1]; unset (or `"auto"`, or 0) = 0.35 of a GPU (on CPU a
+    2 GiB KV cache)."""
     vllm_start_timeout_s: float = 600.0
     """Seconds the engine may take to start (docs/BENCHMARKS.md has measured start-ups)."""
-    sampling_memory_gb: float = 0.0
-    """hf engine: KV-cache budget of one sampling chunk; 0 = 0.9 of free GPU memory (CPU: no
-    chunks)."""
+    sampling_memory_gb: float | None = unset_as(0.0)
+    """hf engine: KV-cache budget of one sampling chunk; unset (or `"auto"`, or 0) = 0.9 of free
+    GPU memory (CPU: no chunks)."""
 
 
 @dataclass
@@ -188,8 +213,9 @@ class TrainingConfig:
     """Linear warm-up from lr / `warmup_steps` to lr, then the schedule."""
     save_every: int = 20
     """Save a checkpoint every N steps (and at the end)."""
-    micro_batch_tokens: int = 0
-    """Padded tokens per training micro-batch; 0 = from free GPU memory (CPU: all at once)."""
+    micro_batch_tokens: int | None = unset_as(0)
+    """Padded tokens per training micro-batch; unset (or `"auto"`, or 0) = from free GPU memory
+    (CPU: all at once)."""
     activation_checkpointing: str = "auto"
     """`"auto"` (on a GPU), `"on"` or `"off"`."""
 
@@ -199,8 +225,8 @@ class DataConfig:
     source: str = "math"
     """`arithmetic`, `math`, `jsonl:PATH` (relative to the TOML), `reasoning_gym:TASK[?k=v&…]`, or
     a plugin."""
-    max_examples: int = 0
-    """Use at most this many examples; 0 = all."""
+    max_examples: int | None = unset_as(0)
+    """Use at most this many examples; unset (or `"auto"`, or 0) = all."""
     shuffle: bool = True
     """Shuffle the examples each epoch (seeded by the run's seed)."""
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
@@ -258,8 +284,9 @@ class PlanningConfig:
 class SqueezeConfig:
     min_variance_retention: float = 0.95
     """Recommend the smallest rank keeping this share of the adapter's variance, in (0, 1]."""
-    source_rank: int = 0
-    """The adapter's rank; 0 = read from the adapter."""
+    source_rank: int | None = unset_as(0)
+    """The adapter's rank, checked against it; unset (or `"auto"`, or 0) = read from the
+    adapter."""
     target_ranks: list[int] = field(default_factory=list)
     """Ranks to evaluate; empty = powers of two below the source rank, plus it."""
     adapter_path: str = ""
@@ -267,8 +294,9 @@ class SqueezeConfig:
     the TOML's)."""
     output_path: str = ""
     """Where a compressed adapter is written."""
-    compress_to: int = 0
-    """Write an adapter compressed to this rank to `output_path`; 0 = analyse only."""
+    compress_to: int | None = unset_as(0)
+    """The rank of the adapter written to `output_path` (when set); unset (or `"auto"`, or 0) =
+    the recommended rank."""
     device: str = "cpu"
     """Device of the SVDs: `"cpu"` or a torch device."""
 
@@ -330,8 +358,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
-        """Nested plain dict, one key per section: what `config.toml` of a run holds."""
-        return asdict(self)
+        """Nested plain dict, one key per section: what `config.toml` of a run holds (an unset
+        field as its TOML spelling, see `unset_as`)."""
+        return {f.name: toml_values(getattr(self, f.name)) for f in fields(self)}
 
 
 SECTION_TYPES: dict[str, type] = {f.name: f.type for f in fields(Config)}

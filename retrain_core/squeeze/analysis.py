@@ -108,8 +108,9 @@ def variance_table(values: list[torch.Tensor], names: list[str], ranks: list[int
 
 
 def analyze_adapter(path, min_variance_retention: float = 0.95, target_ranks=None,
-                    source_rank: int = 0, device: str = "cpu") -> SqueezeAnalysis:
-    """Analyse the LoRA adapter at `path` (a PEFT directory or its weights file)."""
+                    source_rank: int | None = None, device: str = "cpu") -> SqueezeAnalysis:
+    """Analyse the LoRA adapter at `path` (a PEFT directory or its weights file); a
+    `source_rank` (None or 0: read it from the adapter) must match the adapter's."""
     started = time.perf_counter()
     if not 0.0 < float(min_variance_retention) <= 1.0:
         raise SqueezeError(f"[squeeze].min_variance_retention: expected a value in (0, 1], "

@@ -17,6 +17,7 @@ from pathlib import Path
 from retrain_core.atomic import atomic_write_text
 from retrain_core.config import Campaign, config_to_toml, launch_problems
 from retrain_core.config.resolve import PLUGIN_KEYS, config_dir_of, local_model_path
+from retrain_core.config.schema import toml_values
 from retrain_core.gpus import pool_problem, resolve_pool
 from retrain_core.registry import REGISTRY, split_dotted
 
@@ -159,7 +160,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
     os.chmod(root / CONTROL, 0o700)  # mkdir's mode is masked by the umask
 
     max_concurrent = campaign.base.backend.max_concurrent
-    throttle_dir = str((root / THROTTLE).resolve()) if max_concurrent > 0 else ""
+    throttle_dir = str((root / THROTTLE).resolve()) if max_concurrent > 0 else None
     runs = []
     for run in campaign.runs:
         (root / RUNS / run.name).mkdir()
@@ -182,6 +183,8 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
 
     settings = campaign.settings
     squeeze_cfg = campaign.base.squeeze
+    # Unset keys as a file spells them (0 = automatic): manifest.json keeps its format.
+    spelled, squeeze_spelled = toml_values(settings), toml_values(squeeze_cfg)
     manifest = {
         "campaign": root.name,
         "timestamp": now(),
@@ -196,7 +199,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "seeds": list(dict.fromkeys(run.seed for run in campaign.runs)),
         "max_steps": runs[0]["max_steps"],
         "parallel": settings.parallel,
-        "max_workers": settings.max_workers,
+        "max_workers": spelled["max_workers"],  # 0: all runs
         "stagger_seconds": settings.stagger_seconds,
         "max_retries": settings.max_retries,
         # watched by the supervisor (supervisor/watch.py): stalls, rules, webhook
@@ -209,7 +212,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "gpus_per_run": settings.gpus_per_run,
         "launcher": settings.launcher,  # "ray": runs are Ray actors (supervisor/ray_launcher.py)
         "ray_address": settings.ray_address,
-        "grace_seconds": settings.grace_seconds,  # 0: max(30 s, 3 × the run's median step)
+        "grace_seconds": spelled["grace_seconds"],  # 0: max(30 s, 3 × the run's median step)
         "min_free_gb": settings.min_free_gb,  # supervisor/diskspace.py
         "max_concurrent": max_concurrent,
         "throttle": THROTTLE if throttle_dir else "",
@@ -218,7 +221,7 @@ def create_campaign_dir(campaign: Campaign, logs_dir: str | os.PathLike = "logs"
         "squeeze": {"enabled": squeeze_requested(source),
                     "threshold": squeeze_cfg.min_variance_retention,
                     "target_ranks": list(squeeze_cfg.target_ranks),
-                    "source_rank": squeeze_cfg.source_rank,
+                    "source_rank": squeeze_spelled["source_rank"],
                     "device": squeeze_cfg.device,
                     "wandb_project": campaign.base.logging.wandb_project,
                     "recommended_rank": None},

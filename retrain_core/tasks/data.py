@@ -82,12 +82,13 @@ def _as_example(row, source: str, index: int) -> Example:
                     'expected a dict with "prompt" and "answer"')
 
 
-def load_examples(source: str, max_examples: int = 0, config_dir: str | Path | None = None,
+def load_examples(source: str, max_examples: int | None = None, config_dir: str | Path | None = None,
                   search_paths: tuple[str | Path, ...] = ()) -> list[Example]:
+    """The first `max_examples` examples of `source` (None or 0: all of them)."""
     out = []
     for example in iter_source(source, config_dir, search_paths):
         out.append(example)
-        if 0 < max_examples <= len(out):
+        if max_examples and 0 < max_examples <= len(out):
             break
     if not out:
         raise DataError(f"[data].source: {source!r} yielded no examples")

@@ -109,7 +109,7 @@ def lora_rank_slot(rank: int) -> int:
 
 class VllmServer:
     def __init__(self, model: str, run_dir: Path, *, lora_rank: int, dtype: str, on_gpu: bool,
-                 command: str = ".venv-vllm/bin/vllm", memory_share: float = 0.0,
+                 command: str = ".venv-vllm/bin/vllm", memory_share: float | None = None,
                  max_model_len: int | None = None, start_timeout_s: float = 600.0,
                  seed: int = 0):
         self.model, self.run_dir = model, Path(run_dir)
@@ -130,7 +130,7 @@ class VllmServer:
                 "--generation-config", "vllm", "--disable-uvicorn-access-log"]
         if max_model_len:
             args += ["--max-model-len", str(max_model_len)]
-        if memory_share > 0:
+        if memory_share:  # None (or 0): automatic
             args += ["--gpu-memory-utilization", str(memory_share)]
         elif on_gpu:
             args += ["--gpu-memory-utilization", str(GPU_MEMORY_SHARE)]

@@ -17,7 +17,7 @@ from textual.widgets import Checkbox, Input, Label
 from retrain_tui.toml_values import to_plain
 
 NUMERIC_FIELDS = ("max_steps", "max_workers", "stagger_seconds", "max_retries")
-PLACEHOLDERS = {"max_steps": "[training].max_steps", "max_workers": "0 = all runs",
+PLACEHOLDERS = {"max_steps": "[training].max_steps", "max_workers": "all runs",
                 "stagger_seconds": "0.0", "max_retries": "0"}
 
 
