@@ -1,5 +1,5 @@
 """What the monitor shows: immutable snapshots of a campaign, built by the watcher thread
-and applied by the UI thread."""
+and carried to the UI thread by `messages.SnapshotReady`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ PLOT_METRICS = ("mean_reward", "correct_rate", "running_correct_rate", "loss", "
                 "mismatch_logp_abs_mean")  # sampler vs training pass (vLLM engine: #14)
 KEPT_METRICS = tuple(dict.fromkeys(TABLE_METRICS + PLOT_METRICS))
 FINISHED = ("succeeded", "failed", "killed")
+
+
+class History:
+    """One run's metric history as it stood when its snapshot was built, kept without a copy:
+    the watcher only ever appends to these lists (a replaced metrics file gets new lists), so
+    their first `len` points at build time never change. `points` copies them out; for a long
+    run, call it off the UI thread."""
+
+    __slots__ = ("_lengths", "_lists")
+
+    def __init__(self, lists: dict[str, list[tuple[int, float]]]):
+        self._lists = lists
+        self._lengths = {metric: len(points) for metric, points in lists.items()}
+
+    def points(self, metric: str) -> list[tuple[int, float]]:
+        return self._lists.get(metric, [])[:self._lengths.get(metric, 0)]
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,8 @@ class RunRow:
     exit_code: object = None
     stalled: dict | None = None  # the supervisor's flag: {since, idle_s, bound_s}
     gpus: tuple = ()  # the run's share of the GPU pool (state.json), () without placement
+    run_dir: Path | None = None  # where its files are (the manifest's `dir`)
+    history: History | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,11 @@ class Snapshot:
     @property
     def paused(self) -> bool:
         return bool(self.supervisor.get("paused"))
+
+    @property
+    def finished(self) -> bool:
+        """No supervisor and no run left to go: nothing to kill, restart or pause."""
+        return not self.alive and not any(r.status in ("pending", "running") for r in self.runs)
 
     def run(self, name: str) -> RunRow | None:
         return next((r for r in self.runs if r.name == name), None)

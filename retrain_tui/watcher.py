@@ -3,26 +3,31 @@
 A `CampaignWatcher` thread polls `state.json`, `manifest.json`, every run's
 `metrics.jsonl` (through `retrain_core.tail.JsonlTail`, so each poll reads only the bytes
 appended since the last one) and `squeeze/analysis.json`, and turns them into an
-immutable `Snapshot`. Snapshots go through a queue of size one: a newer snapshot replaces
-an unread one (they are full states, so nothing is lost), and the UI is woken at most once
-per unread snapshot. The UI thread never touches the disk or the supervisor.
+immutable `Snapshot`, which it posts in a `messages.SnapshotReady`. The stream is bounded:
+at most one message is in flight (posted, and not yet reported `handled()` by the UI); while
+one is, the newest snapshot waits here, replacing an older waiting one (whose new failures it
+carries on), and it is posted when the UI reports the one in flight handled. However long the
+UI thread stalls, the watcher holds one message and one snapshot. The UI thread never touches
+the disk or the supervisor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from retrain_core.plan import campaign_parallelism, eta_seconds
+from retrain_tui.messages import SnapshotReady
 from retrain_tui.monitor_view import (
     KEPT_METRICS,
     TABLE_METRICS,
     ConditionRow,
+    History,
     RunRow,
     Snapshot,
 )
@@ -38,7 +43,9 @@ def _finite(value) -> float:
 
 
 class _RunTrack:
-    """What the watcher remembers of one run: its tail and metric history."""
+    """What the watcher remembers of one run: its tail and metric history. The history lists
+    are only ever appended to, or replaced by new ones, never changed in place: snapshots
+    share them (`monitor_view.History`)."""
 
     def __init__(self, name: str, run_dir: Path, condition: str, seed: object):
         from retrain_core.tail import JsonlTail
@@ -75,13 +82,16 @@ class CampaignWatcher:
     """Polls one campaign directory; `poll_once()` is the synchronous core."""
 
     def __init__(self, directory: str | Path, interval: float = 0.5,
-                 on_update: Callable[[], None] | None = None, max_plot_points: int = 150):
+                 post: Callable[[SnapshotReady], object] | None = None,
+                 max_plot_points: int = 150):
         self.directory = Path(directory)
         self.interval = interval
-        self.on_update = on_update
+        self.post = post  # the monitor's `post_message` (thread-safe)
         self.max_plot_points = max_plot_points
         self.plot_metric = "mean_reward"
-        self._queue: queue.Queue[Snapshot] = queue.Queue(maxsize=1)
+        self._post_lock = threading.Lock()
+        self._in_flight = False  # a message posted and not yet handled
+        self._waiting: Snapshot | None = None  # the newest snapshot while one is in flight
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -100,9 +110,13 @@ class CampaignWatcher:
         self._thread = threading.Thread(target=self._loop, name="campaign-watcher", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
+        """End the thread; `wait`: until its last poll is published (a poll can take a while:
+        the UI does not wait)."""
         self._stop.set()
         self._wake.set()
+        if wait and self._thread is not None:
+            self._thread.join()
 
     def poke(self) -> None:
         """Poll now instead of at the next interval (after a command was sent)."""
@@ -116,31 +130,31 @@ class CampaignWatcher:
             self._wake.clear()
 
     def _publish(self, snap: Snapshot) -> None:
-        was_empty = True
-        try:
-            self._queue.get_nowait()  # coalesce: the newer full state replaces the unread one
-            was_empty = False
-        except queue.Empty:
-            pass
-        self._queue.put_nowait(snap)
-        if was_empty and self.on_update is not None:
-            self.on_update()
+        with self._post_lock:
+            if self._in_flight:
+                waiting = self._waiting
+                if waiting is not None and waiting.new_failures:
+                    snap = dataclasses.replace(
+                        snap, new_failures=waiting.new_failures + snap.new_failures)
+                self._waiting = snap
+                return
+            self._in_flight = self.post is not None
+        if self.post is not None:
+            self.post(SnapshotReady(snap))
 
-    def take(self) -> Snapshot | None:
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
+    def handled(self) -> None:
+        """The UI has handled the message in flight: post the snapshot waiting, if any."""
+        with self._post_lock:
+            snap, self._waiting = self._waiting, None
+            self._in_flight = snap is not None
+        if snap is not None:
+            self.post(SnapshotReady(snap))
 
     # -- reading ----------------------------------------------------------------------------
     def run_history(self, name: str) -> dict[str, list[tuple[int, float]]]:
         with self._lock:
             track = self._tracks.get(name)
             return {k: list(v) for k, v in track.history.items()} if track else {}
-
-    def run_dir(self, name: str) -> Path:
-        track = self._tracks.get(name)
-        return track.run_dir if track else self.directory / "runs" / name
 
     def poll_once(self) -> Snapshot:
         errors: list[str] = []
@@ -263,7 +277,8 @@ class CampaignWatcher:
                 metrics={m: _finite(last.get(m)) for m in TABLE_METRICS} if last else {},
                 eta_s=eta, error=str(rs.get("error") or ""), exit_code=rs.get("exit_code"),
                 stalled=rs.get("stalled") if status == "running" else None,
-                gpus=tuple(g for g in rs.get("gpus") or () if isinstance(g, int))))
+                gpus=tuple(g for g in rs.get("gpus") or () if isinstance(g, int)),
+                run_dir=track.run_dir, history=History(track.history)))
         self._version += 1
         supervisor = dict(state.get("supervisor") or {})
         return Snapshot(

@@ -105,7 +105,7 @@ def shoot(res: Resources):
     async def run_before(pilot) -> None:
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
-        pilot.app.push_screen(ResourcesScreen(pilot.app.screen, sampler=Fixed(res)))
+        pilot.app.push_screen(ResourcesScreen(pilot.app.screen.directory, sampler=Fixed(res)))
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()

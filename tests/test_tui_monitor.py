@@ -235,15 +235,18 @@ async def test_picker_lists_campaigns_and_configs(tmp_path: Path, monkeypatch) -
 def test_watcher_coalesces_snapshots(tmp_path: Path) -> None:
     directory = make_campaign(tmp_path, steps={"grpo+none_s42": 3}, statuses=RUNNING)
     wakes = []
-    watcher = CampaignWatcher(directory, interval=0.02, on_update=lambda: wakes.append(1))
+    watcher = CampaignWatcher(directory, interval=0.02, post=wakes.append)
     watcher.start()
     try:
-        time.sleep(0.5)  # the UI never takes: snapshots replace each other in the queue
+        time.sleep(0.5)  # the UI never handles: snapshots replace each other in the watcher
     finally:
-        watcher.stop()
-    snap = watcher.take()
-    assert len(wakes) == 1 and snap is not None and snap.version > 3
-    assert watcher.take() is None
+        watcher.stop(wait=True)
+    assert len(wakes) == 1  # one message in flight, however many polls
+    watcher.handled()  # the first message handled: the newest snapshot waiting is posted
+    snap = wakes[-1].snapshot
+    assert len(wakes) == 2 and snap is not None and snap.version > 3
+    watcher.handled()  # nothing waits any more: nothing is posted
+    assert len(wakes) == 2
     asyncio.run(asyncio.sleep(0))
 
 

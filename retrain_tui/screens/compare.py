@@ -5,6 +5,7 @@ baseline, `m` the metric, `w` the window; it recomputes every few seconds while 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -97,9 +98,9 @@ class CompareScreen(Screen):
                 tooltip="Leave retrain-tui; the campaign keeps running"),
     ]
 
-    def __init__(self, monitor):
+    def __init__(self, directory: Path):
         super().__init__()
-        self.monitor = monitor
+        self.directory = Path(directory)
         self.metric, self.window, self.baseline = METRICS[0], WINDOWS[0], None
         self.comparison: Comparison | None = None
 
@@ -112,7 +113,7 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = "retrain-tui · compare"
-        self.sub_title = self.monitor.directory.name
+        self.sub_title = self.directory.name
         self.recompute()
         if self.app.start_watchers:
             self.set_interval(REFRESH_S, self.recompute)
@@ -120,7 +121,7 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True, group="compare")
     def recompute(self) -> None:
         try:
-            comp = compare_campaign(self.monitor.directory, self.baseline, self.metric, self.window)
+            comp = compare_campaign(self.directory, self.baseline, self.metric, self.window)
         except CompareError as exc:
             self.app.call_from_thread(self.show_error, str(exc))
             return

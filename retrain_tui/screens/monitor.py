@@ -1,8 +1,8 @@
 """The monitor: a live view of one campaign directory and the remote control for its runs.
 
-A `CampaignWatcher` thread reads the directory; it wakes this screen with a
-`SnapshotReady` message at most once per unread snapshot, and the screen applies only the
-newest one. Commands (kill, restart, pause) go to the supervisor through
+A `CampaignWatcher` thread reads the directory and posts each new state to this screen in a
+`SnapshotReady` message (bounded: at most one unhandled, the newest kept); the screen
+applies it and passes a copy to the screens opened above it (run detail, squeeze). Commands (kill, restart, pause) go to the supervisor through
 `retrain_core.supervisor.api.send` in a worker thread. Quitting sends nothing: the
 campaign keeps running.
 """
@@ -17,13 +17,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from retrain_tui.alerts import Alerts
 from retrain_tui.dialogs.confirm import ConfirmDialog
 from retrain_tui.errors import guarded
+from retrain_tui.messages import SnapshotReady
 from retrain_tui.monitor_view import PLOT_METRICS, Snapshot
 from retrain_tui.watcher import CampaignWatcher
 from retrain_tui.widgets.campaign_header import CampaignHeader
@@ -32,10 +32,6 @@ from retrain_tui.widgets.metric_plot import MetricPlot
 from retrain_tui.widgets.runs_table import SORT_KEYS, RunsTable
 
 STATUS_FILTERS = (None, "running", "pending", "succeeded", "failed", "killed")
-
-
-class SnapshotReady(Message):
-    """Posted (from the watcher thread) when a new snapshot waits in the queue."""
 
 
 class MonitorScreen(Screen):
@@ -114,7 +110,7 @@ class MonitorScreen(Screen):
         self.title = "retrain-tui · monitor"
         self.sub_title = self.directory.name
         self.watcher = CampaignWatcher(self.directory, interval=self.app.poll_interval,
-                                       on_update=lambda: self.post_message(SnapshotReady()))
+                                       post=self.post_message)
         self._show_filters()
         if self.app.start_watchers:
             self.watcher.start()
@@ -126,9 +122,10 @@ class MonitorScreen(Screen):
     # -- snapshots --------------------------------------------------------------------------
     @on(SnapshotReady)
     def _snapshot_ready(self, event: SnapshotReady) -> None:
-        snap = self.watcher.take()
-        if snap is not None:
-            self.apply_snapshot(snap)
+        try:
+            self.apply_snapshot(event.snapshot)
+        finally:
+            self.watcher.handled()  # only now may the watcher post the next one
 
     def refresh_now(self) -> Snapshot:
         """Poll synchronously and apply (tests and snapshots: no timing involved)."""
@@ -142,6 +139,7 @@ class MonitorScreen(Screen):
         self.snapshot = snap
         if self.finished != was_finished:
             self.refresh_bindings()
+        self._pass_on(snap)
         self.query_one(CampaignHeader).show(snap, self.app.clock())
         self._show_runs()
         self.query_one(ConditionTable).show(snap.conditions)
@@ -170,6 +168,14 @@ class MonitorScreen(Screen):
                 "supervisor that adopts them?", yes="Resume", no="Read-only"), self._resume)
         made = snap.made_at
         self.call_after_refresh(lambda: self.update_latencies.append(time.monotonic() - made))
+
+    def _pass_on(self, snap: Snapshot) -> None:
+        """The screens opened from this one show what the snapshots say: each gets its own
+        copy of the message (a screen without a handler for it ignores it)."""
+        stack = self.app.screen_stack
+        if self in stack:
+            for screen in stack[stack.index(self) + 1:]:
+                screen.post_message(SnapshotReady(snap))
 
     def _show_runs(self) -> None:
         if self.snapshot is not None:
@@ -206,26 +212,26 @@ class MonitorScreen(Screen):
     def action_detail(self) -> None:
         from retrain_tui.screens.run_detail import RunDetailScreen
 
-        if self.selected_run:
-            self.app.push_screen(RunDetailScreen(self, self.selected_run))
+        if self.selected_run and self.snapshot is not None:
+            self.app.push_screen(RunDetailScreen(self.snapshot, self.selected_run, controls=self))
 
     @guarded
     def action_squeeze(self) -> None:
         from retrain_tui.screens.squeeze import SqueezeScreen
 
-        self.app.push_screen(SqueezeScreen(self))
+        self.app.push_screen(SqueezeScreen(self.directory, self.snapshot))
 
     @guarded
     def action_resources(self) -> None:
         from retrain_tui.screens.resources import ResourcesScreen
 
-        self.app.push_screen(ResourcesScreen(self))
+        self.app.push_screen(ResourcesScreen(self.directory))
 
     @guarded
     def action_compare(self) -> None:
         from retrain_tui.screens.compare import CompareScreen
 
-        self.app.push_screen(CompareScreen(self))
+        self.app.push_screen(CompareScreen(self.directory))
 
     def action_cycle_status(self) -> None:
         i = STATUS_FILTERS.index(self.status_filter)
@@ -266,9 +272,7 @@ class MonitorScreen(Screen):
     @property
     def finished(self) -> bool:
         """No supervisor and no run left to go: nothing to kill, restart or pause."""
-        snap = self.snapshot
-        return snap is not None and not snap.alive and not any(
-            r.status in ("pending", "running") for r in snap.runs)
+        return self.snapshot is not None and self.snapshot.finished
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # a finished campaign: hidden from the footer, the help and the palette

@@ -3,6 +3,7 @@ worker thread (psutil and NVML calls never run on the UI thread)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from textual import work
@@ -28,9 +29,9 @@ class ResourcesScreen(Screen):
                 tooltip="Leave retrain-tui; the campaign keeps running"),
     ]
 
-    def __init__(self, monitor, sampler: ResourceSampler | None = None):
+    def __init__(self, directory: Path, sampler: ResourceSampler | None = None):
         super().__init__()
-        self.monitor = monitor
+        self.directory = Path(directory)
         self.sampler = sampler
 
     def compose(self) -> ComposeResult:
@@ -41,7 +42,7 @@ class ResourcesScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = "retrain-tui · resources"
-        self.sub_title = self.monitor.directory.name
+        self.sub_title = self.directory.name
         self.query_one(ResourcesPanel).show(None)
         self.sample()
         if self.app.start_watchers:
@@ -51,7 +52,7 @@ class ResourcesScreen(Screen):
     def sample(self) -> None:
         if self.sampler is None:
             self.sampler = ResourceSampler()
-        res = self.sampler.sample(running_runs(read_state(self.monitor.directory)))
+        res = self.sampler.sample(running_runs(read_state(self.directory)))
         self.app.call_from_thread(self.query_one(ResourcesPanel).show, res)
 
     def action_back(self) -> None:

@@ -1,11 +1,16 @@
 """One run in detail: metric plots, the ends of stdout/stderr, latest generations, its
-config diff against the campaign's base config, and kill / restart."""
+config diff against the campaign's base config, and kill / restart.
+
+What it shows of the run comes in the monitor's snapshots (the one it was opened with, then
+each `SnapshotReady` the monitor passes on: status, its directory, its metric history); its
+files are read every 2 s in a worker thread. Kill and restart go through the monitor, the
+campaign's remote control."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -14,6 +19,9 @@ from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedConten
 
 from retrain_core.tail import read_last_records, tail_lines
 from retrain_tui.config_diff import config_diff
+from retrain_tui.errors import guarded
+from retrain_tui.messages import SnapshotReady
+from retrain_tui.monitor_view import Snapshot
 from retrain_tui.stats import format_number
 from retrain_tui.widgets.metric_plot import MetricPlot
 
@@ -52,10 +60,13 @@ class RunDetailScreen(Screen):
                 tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
-    def __init__(self, monitor, run: str):
+    def __init__(self, snapshot: Snapshot, run: str, controls):
+        """`controls`: what sends kill and restart to the supervisor (the monitor screen's
+        `action_kill(run)` and `action_restart(run)`)."""
         super().__init__()
-        self.monitor, self.run = monitor, run
+        self.snapshot, self.run, self.controls = snapshot, run, controls
         self._diff_loaded = False
+        self._log_lines: dict[str, list[str]] = {}  # what each log widget shows
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◉")
@@ -84,43 +95,56 @@ class RunDetailScreen(Screen):
         if self.app.start_watchers:
             self.set_interval(2.0, self.reload)
 
+    @on(SnapshotReady)
+    @guarded
+    def _snapshot_ready(self, event: SnapshotReady) -> None:
+        was_finished = self.snapshot.finished
+        self.snapshot = event.snapshot
+        if self.snapshot.finished != was_finished:
+            self.refresh_bindings()
+        self._show_header()
+
     @work(thread=True, exclusive=True, group="detail")
     def reload(self) -> None:
-        watcher = self.monitor.watcher
-        run_dir = watcher.run_dir(self.run)
-        history = watcher.run_history(self.run)
+        snap = self.snapshot
+        row = snap.run(self.run)
+        run_dir = (row.run_dir if row and row.run_dir else snap.directory / "runs" / self.run)
+        plotted = [m for _, metrics in PLOT_GROUPS for m in metrics]
+        history = {m: row.history.points(m) for m in plotted} if row and row.history else {}
         stdout = tail_lines(run_dir / "stdout.log", 100)
         stderr = tail_lines(run_dir / "stderr.log", 100)
         gens = read_last_records(run_dir / "emergence" / "generations.jsonl", 5, 256 * 1024)
         diff, diff_error = None, ""
         if not self._diff_loaded:
             try:
-                diff = config_diff(watcher.directory, run_dir)
+                diff = config_diff(snap.directory, run_dir)
             except Exception as exc:  # noqa: BLE001 - no config.toml yet, or no campaign.toml
                 diff_error = f"{type(exc).__name__}: {exc}"
         self.app.call_from_thread(self._apply, history, stdout, stderr, gens, diff, diff_error)
 
-    def _apply(self, history, stdout, stderr, gens, diff, diff_error) -> None:
-        if not self.is_attached:
-            return
-        snap = self.monitor.snapshot
-        row = snap.run(self.run) if snap else None
+    def _show_header(self) -> None:
+        row = self.snapshot.run(self.run)
         if row:
             error = f"  error: {row.error}" if row.error else ""
             self.query_one("#detail-header", Static).update(
                 f"{row.name}  [{row.status}]  step {row.step}/{row.max_steps}  attempt "
                 f"{row.attempt}  exit {row.exit_code if row.exit_code is not None else '-'}"
                 f"{error}\ncondition {row.condition}  seed {row.seed}")
+
+    def _apply(self, history, stdout, stderr, gens, diff, diff_error) -> None:
+        if not self.is_attached:
+            return
+        self._show_header()
         for name, metrics in PLOT_GROUPS:
             series = {m: tuple(zip(*history.get(m, []))) or ((), ()) for m in metrics}
             series = {m: (list(s[0]), list(s[1])) for m, s in series.items()}
             self.query_one(f"#plot-{name}", MetricPlot).show(name, series, " / ".join(metrics))
         for widget_id, lines in (("#stdout-tail", stdout), ("#stderr-tail", stderr)):
-            log = self.query_one(widget_id, Log)
-            if getattr(log, "_shown", None) != lines:
+            if self._log_lines.get(widget_id) != lines:
+                log = self.query_one(widget_id, Log)
                 log.clear()
                 log.write_lines(lines or ["(empty)"])
-                log._shown = lines
+                self._log_lines[widget_id] = lines
         self.query_one("#generations-text", Static).update(generations_text(gens))
         if diff is not None or diff_error:
             table = self.query_one("#config-diff", DataTable)
@@ -134,13 +158,13 @@ class RunDetailScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # a finished campaign: nothing to kill or restart
-        return not (action in ("kill", "restart") and self.monitor.finished)
+        return not (action in ("kill", "restart") and self.snapshot.finished)
 
     def action_kill(self) -> None:
-        self.monitor.action_kill(self.run)
+        self.controls.action_kill(self.run)
 
     def action_restart(self) -> None:
-        self.monitor.action_restart(self.run)
+        self.controls.action_restart(self.run)
 
     def action_back(self) -> None:
         self.app.pop_screen()

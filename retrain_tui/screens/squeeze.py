@@ -1,16 +1,22 @@
 """The LoRA-Squeeze panel: the variance table of `squeeze/analysis.json` with the
-recommended rank highlighted and the worst module named."""
+recommended rank highlighted and the worst module named, as the monitor's snapshots carry it
+(the one it was opened with, then each `SnapshotReady` the monitor passes on)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from retrain_tui.errors import guarded
+from retrain_tui.messages import SnapshotReady
+from retrain_tui.monitor_view import Snapshot
 from retrain_tui.stats import format_number
 
 
@@ -42,10 +48,10 @@ class SqueezeScreen(Screen):
                 tooltip="Leave retrain-tui; a campaign keeps running"),
     ]
 
-    def __init__(self, monitor):
+    def __init__(self, directory: Path, snapshot: Snapshot | None):
         super().__init__()
-        self.monitor = monitor
-        self._shown = None
+        self.directory, self.snapshot = Path(directory), snapshot
+        self._shown = None  # what the table shows: (analysis, state) as text
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◉")
@@ -57,13 +63,17 @@ class SqueezeScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = "retrain-tui · squeeze"
-        self.sub_title = self.monitor.directory.name
+        self.sub_title = self.directory.name
         self.show()
-        if self.app.start_watchers:
-            self.set_interval(1.0, self.show)
+
+    @on(SnapshotReady)
+    @guarded
+    def _snapshot_ready(self, event: SnapshotReady) -> None:
+        self.snapshot = event.snapshot
+        self.show()
 
     def show(self) -> None:
-        snap = self.monitor.snapshot
+        snap = self.snapshot
         analysis = snap.squeeze_analysis if snap else None
         state = snap.squeeze if snap else {}
         key = (repr(analysis), repr(state))
