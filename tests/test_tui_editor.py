@@ -264,3 +264,19 @@ def test_toml_area_falls_back_to_plain_text(monkeypatch) -> None:
     monkeypatch.setattr(TextArea, "code_editor", classmethod(no_toml))
     area = editor.make_toml_area("[training]\nlr = 1\n")
     assert area.language is None and area.text.startswith("[training]")
+
+
+async def test_max_workers_auto_or_emptied_means_all_runs(demo_copy: Path, tmp_path: Path) -> None:
+    """`"auto"` typed into max_workers is valid and written as typed; emptying the field
+    drops the key (the placeholder says what that means): both mean every run at once."""
+    app = make_app(demo_copy, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await set_input(pilot, "#field-max_workers", "auto")
+        assert not screen.problems and not screen.query_one("#field-max_workers").has_class("-invalid")
+        assert 'max_workers = "auto"' in screen.document.full_text()
+        assert screen.campaign.settings.max_workers is None
+        await set_input(pilot, "#field-max_workers", "")
+        assert not screen.problems and "max_workers" not in screen.document.full_text()
+        assert screen.campaign.settings.max_workers is None
+        assert screen.query_one("#field-max_workers").placeholder == "all runs"
