@@ -9,6 +9,8 @@ quitting never stops a campaign.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shlex
 import sys
 import time
@@ -48,6 +50,7 @@ class RetrainApp(App):
         self.strict = strict  # tests: let exceptions fail loudly
         self.start_watchers = start_watchers
         self.campaign_dir: Path | None = None  # the last campaign shown, for `farewell`
+        self.fatal_error = ""  # set by `run`: the error no handler caught, in one line
 
     def on_mount(self) -> None:
         target = self.target
@@ -128,15 +131,39 @@ class RetrainApp(App):
             yield SystemCommand(title, help_text, callback)
 
     # -- errors -----------------------------------------------------------------------------
-    def _handle_exception(self, error: Exception) -> None:
-        """An error no handler caught (handlers are `guarded`) ends the app with one line,
-        never a traceback; the campaign keeps running either way."""
-        if self.strict:
-            super()._handle_exception(error)
-            return
-        self._return_code = 1
-        self.fatal_error = f"{type(error).__name__}: {error}"
-        self.exit(return_code=1)
+    def run(self, *args, **kwargs):
+        """Run the app (Textual's `App.run`). An error no handler caught (handlers are
+        `guarded`) ends it with `fatal_error`, one line, never a traceback on the terminal;
+        any campaign keeps running. Textual has no public hook for such errors: it closes the
+        app with return code 1 and prints a traceback to stderr once the terminal is restored.
+        So that print is caught here and summed up by the exception's own line
+        (docs/ARCHITECTURE.md, "TUI streams and errors")."""
+        if self.strict:  # tests: let the traceback through
+            return super().run(*args, **kwargs)
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(printed):
+            result = super().run(*args, **kwargs)
+        if self.return_code and printed.getvalue():
+            self.fatal_error = exception_line(printed.getvalue())
+        elif printed.getvalue():
+            sys.stderr.write(printed.getvalue())  # not an error of the app: passed on whole
+        return result
+
+
+def exception_line(traceback_text: str) -> str:
+    """The exception line(s) of a Rich traceback, joined into one: what follows the last frame
+    box (`╰───╯`) up to the first blank line (the note on further errors)."""
+    lines = traceback_text.splitlines()
+    last_box = max((i for i, line in enumerate(lines) if line.lstrip().startswith("╰")),
+                   default=-1)
+    words: list[str] = []
+    for line in lines[last_box + 1:]:
+        if not line.strip():
+            if words:
+                break
+            continue
+        words.append(line.strip())
+    return " ".join(words) or "the app stopped on an error it did not catch"
 
 
 def _relative(path: Path) -> str:

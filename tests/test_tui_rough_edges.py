@@ -368,6 +368,24 @@ async def test_quitting_prints_the_folder_and_how_to_come_back(tmp_path: Path,
     assert RetrainApp(tmp_path / "x.toml").farewell() == ""  # no campaign: nothing to say
 
 
+def test_an_error_no_handler_caught_ends_the_app_with_one_line(tmp_path: Path, capsys) -> None:
+    """Textual hands such an error to no public hook: it closes the app (return code 1) and
+    prints a traceback. `RetrainApp.run` keeps the traceback off the terminal and the
+    exception's line, unwrapped, in `fatal_error` (what `main` prints)."""
+    directory = finished_campaign(tmp_path / "logs")
+    message = "the view broke: " + " ".join(["far too long for one line"] * 8)
+
+    class BrokenApp(RetrainApp):
+        def on_ready(self) -> None:
+            raise RuntimeError(message)
+
+    app = BrokenApp(directory, logs_dir=tmp_path / "logs", start_watchers=False)
+    app.run(headless=True, size=SIZE)
+    assert app.return_code == 1
+    assert app.fatal_error == f"RuntimeError: {message}"
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_status_without_logs_dir(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     text = subprocess.run([sys.executable, "-m", "retrain_core.cli", "status"], cwd=tmp_path,
