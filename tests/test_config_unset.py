@@ -199,3 +199,13 @@ def test_campaign_folder_keeps_its_zeros(tmp_path: Path):
     run_config = tomllib.loads((root / "runs" / "grpo+none_s1" / "config.toml").read_text())
     assert run_config["model"]["lora_alpha"] == 0.0
     assert run_config["backend"]["throttle_dir"] == str((root / "throttle").resolve())
+
+
+def test_max_examples_unset_is_every_example():
+    from retrain_core.tasks.data import load_examples
+
+    every = len(load_examples("arithmetic"))
+    for line in SPELLINGS["data.max_examples"]:
+        cfg = load(f"[data]\nsource = \"arithmetic\"\n{line}\n").base
+        assert len(load_examples(cfg.data.source, cfg.data.max_examples)) == every > 5
+    assert len(load_examples("arithmetic", load("[data]\nmax_examples = 5\n").base.data.max_examples)) == 5
