@@ -165,7 +165,7 @@ class AlgorithmConfig:
 @dataclass
 class InferenceConfig:
     engine: str = "hf"
-    """`"hf"` (alias `"local"`): transformers `generate` in the trainer; `"vllm"`: a `vllm serve`
+    """`"hf"` (alias `"local"`): the trainer samples with transformers itself; `"vllm"`: a `vllm serve`
     per run."""
     vllm_command: str = ".venv-vllm/bin/vllm"
     """The `vllm` executable; relative: to the working folder, else the checkout (made by `make
