@@ -1,4 +1,5 @@
-"""Rollout throughput: HF `generate` (engine = "hf") vs a vLLM server (engine = "vllm").
+"""Rollout throughput: the trainer's own sampling loop (engine = "hf", `decode.sample_rows`)
+vs a vLLM server (engine = "vllm").
 
     nice -n 10 .venv/bin/python bench/rollout.py [--model builtin:tiny-arith] [--sizes 1,4,16,64,256]
                                                  [--rounds 5] [--max-tokens 40] [--threads 2]
