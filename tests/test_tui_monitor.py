@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from waits import wait_for
+from waits import wait_for, wait_until
 
 from retrain_core.config import config_to_toml, load_campaign
 from retrain_tui.app import RetrainApp
@@ -197,6 +197,38 @@ async def test_squeeze_panel_highlights_recommended_row(tmp_path: Path) -> None:
         assert not rows[1][0].style
 
 
+async def test_screens_above_the_monitor_follow_its_snapshots(tmp_path: Path) -> None:
+    """The squeeze panel and the run detail show what the monitor's snapshots carry, as each
+    new one arrives (here: polled once, by hand)."""
+    from tests.support.campaigns import mark_supervisor_alive
+
+    run = "grpo+none_s42"
+    directory = make_campaign(tmp_path, steps={run: 3}, statuses=RUNNING)
+    mark_supervisor_alive(directory)  # live: no resume offer in the way
+    app = RetrainApp(directory, strict=True, start_watchers=False)
+    async with app.run_test(size=SIZE) as pilot:
+        monitor = app.screen
+        monitor.refresh_now()
+        await pilot.press("S")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "SqueezeScreen")
+        summary = app.screen.query_one("#squeeze-summary")
+        assert "recommended rank" not in str(summary.render())
+        write_json(directory / "squeeze" / "analysis.json", SQUEEZE_ANALYSIS)
+        monitor.refresh_now()
+        await wait_for(pilot, lambda: "recommended rank 4" in str(summary.render()))
+        await pilot.press("escape")
+        table = monitor.query_one("#runs-table")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(run))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
+        header = app.screen.query_one("#detail-header")
+        await wait_for(pilot, lambda: "[running]" in str(header.render()))
+        write_state(directory, {**RUNNING, run: "failed"})
+        monitor.refresh_now()
+        await wait_for(pilot, lambda: "[failed]" in str(header.render()))
+
+
 async def test_help_lists_keys_actions_and_descriptions(tmp_path: Path) -> None:
     directory = make_campaign(tmp_path, statuses=RUNNING)
     app = RetrainApp(directory, strict=True, start_watchers=False)
@@ -248,6 +280,32 @@ def test_watcher_coalesces_snapshots(tmp_path: Path) -> None:
     watcher.handled()  # nothing waits any more: nothing is posted
     assert len(wakes) == 2
     asyncio.run(asyncio.sleep(0))
+
+
+def test_a_failure_in_a_snapshot_that_waited_is_still_announced(tmp_path: Path) -> None:
+    """While a message is in flight, newer snapshots replace each other in the watcher; the
+    failures one of them announces go on with the one that is finally posted, and a message
+    announcing failures is never replaced by a newer one in a screen's queue."""
+    run = "grpo+none_s42"
+    directory = make_campaign(tmp_path, steps={run: 3}, statuses=RUNNING)
+    posted = []
+    watcher = CampaignWatcher(directory, interval=0.02, post=posted.append)
+    watcher.start()
+    try:
+        wait_until(lambda: posted, 10, what="the first snapshot")
+        write_state(directory, {**RUNNING, run: "failed"})
+        for step in (3, 4):  # the poll that reads step 4 read state.json after it was written
+            append_metrics(directory, run, "grpo+none", 42, step, 1)
+            wait_until(lambda step=step: len(watcher.run_history(run)["mean_reward"]) > step,
+                       10, what=f"a poll that read step {step}")
+    finally:
+        watcher.stop(wait=True)
+    assert len(posted) == 1 and not posted[0].snapshot.new_failures
+    watcher.handled()
+    latest = posted[-1].snapshot
+    assert len(posted) == 2 and latest.new_failures == [run]
+    assert latest.run(run).status == "failed" and latest.run(run).step >= 5
+    assert not posted[-1].can_replace(posted[0]) and posted[0].can_replace(posted[-1])
 
 
 async def test_campaign_actions_in_command_palette(tmp_path: Path) -> None:
