@@ -9,7 +9,6 @@ quitting never stops a campaign.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import shlex
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from rich.console import Console
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -135,18 +135,20 @@ class RetrainApp(App):
         """Run the app (Textual's `App.run`). An error no handler caught (handlers are
         `guarded`) ends it with `fatal_error`, one line, never a traceback on the terminal;
         any campaign keeps running. Textual has no public hook for such errors: it closes the
-        app with return code 1 and prints a traceback to stderr once the terminal is restored.
-        So that print is caught here and summed up by the exception's own line
-        (docs/ARCHITECTURE.md, "TUI streams and errors")."""
+        app with return code 1 and prints a traceback on its public `error_console` once the
+        terminal is restored. That console is pointed at a buffer here (plain text: no
+        terminal, so no colour codes) and the traceback summed up by the exception's own line
+        (docs/ARCHITECTURE.md, "TUI streams and errors"); anything else printed there is
+        passed on to stderr whole."""
         if self.strict:  # tests: let the traceback through
             return super().run(*args, **kwargs)
         printed = io.StringIO()
-        with contextlib.redirect_stderr(printed):
-            result = super().run(*args, **kwargs)
+        self.error_console = Console(file=printed, markup=False, highlight=False, width=160)
+        result = super().run(*args, **kwargs)
         if self.return_code and printed.getvalue():
             self.fatal_error = exception_line(printed.getvalue())
         elif printed.getvalue():
-            sys.stderr.write(printed.getvalue())  # not an error of the app: passed on whole
+            sys.stderr.write(printed.getvalue())
         return result
 
 
