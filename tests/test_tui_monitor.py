@@ -1,5 +1,5 @@
 """Pilot tests of the monitor, run detail, squeeze panel, help and picker against
-fabricated campaign directories (SPEC §6 shapes; no supervisor process)."""
+fabricated campaign directories (the files a supervisor writes; no supervisor process)."""
 
 from __future__ import annotations
 
