@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 from retrain_tui.app import RetrainApp
 from tests.support.campaigns import FIXED_TIME, demo_workdir
@@ -37,6 +38,7 @@ async def settle(pilot) -> None:
     if hasattr(screen, "refresh_now"):
         screen.refresh_now()
     await pilot.app.workers.wait_for_complete()
+    await pilot.wait_for_scheduled_animations()  # e.g. a tab's underline sliding over
     await pilot.pause()
 
 
@@ -68,7 +70,11 @@ def test_editor_base_toml_with_problem_100x30(workdir, snap_compare) -> None:
         await settle(pilot)
         screen = pilot.app.screen
         screen.query_one("#field-max_steps").value = "ten"
+        await wait_for(pilot, lambda: any(p.key == "campaign.max_steps" for p in screen.problems), 30,
+                       what="the live validation of max_steps")
         await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: screen.query_one("#editor-tabs").active == "tab-base", 30,
+                       what="the Base TOML tab")
         await settle(pilot)
 
     assert snap_compare(app_for(Path("configs/demo.toml")), terminal_size=(100, 30),
