@@ -49,8 +49,9 @@ def heldout_accuracy(*args, **kwargs) -> float:
     return sum(correct) / max(len(correct), 1)
 
 
-def paired_difference(before: list[bool], after: list[bool]) -> tuple[float, float, float]:
+def paired_difference(before: list[float], after: list[float]) -> tuple[float, float, float]:
     """after − before accuracy on the same problems, with its 95% interval (normal, paired).
+    Each value is a problem's outcome (a bool) or its fraction correct over several samples.
 
     Pairing removes the between-problem variance: only problems whose outcome changed count,
     so the interval is narrower than two independent proportions' (±8 points at n = 277)."""
