@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from retrain_core.tasks.data import render_prompt
-from retrain_core.train.backend import CACHE_KWARG
 from retrain_core.train.decode import pick_next, sample_rows
 
 TEMPLATE = "{question}\n\nPut your final answer within \\boxed{{}}."
@@ -35,7 +34,7 @@ def until_eos(ids: torch.Tensor, eos: int) -> list[list[int]]:
 
 def run(model, tok, ids, mask, **kw) -> object:
     settings = {"max_new_tokens": 40, "eos_ids": [tok.eos_token_id], "pad_id": tok.pad_token_id,
-                "temperature": 0.0, "top_p": 1.0, "want_entropy": False, "cache_kwarg": CACHE_KWARG}
+                "temperature": 0.0, "top_p": 1.0, "want_entropy": False}
     return sample_rows(model, ids, mask, **(settings | kw))
 
 

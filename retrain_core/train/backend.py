@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from retrain_core.train.decode import sample_rows
+from retrain_core.train.decode import CACHE_KWARG, cache_of, prompt_cache, sample_rows
 from retrain_core.train.finite import NonFiniteGuard
 from retrain_core.train.logprobs import policy_loss, ratio_stats, token_logprobs
 from retrain_core.train.memory import (
@@ -89,23 +89,6 @@ class TrainBackend(Protocol):
                    active_rows: torch.Tensor | None = None, lr: float | None = None) -> dict: ...
     def save(self, directory: str | Path) -> None: ...
     def load(self, directory: str | Path) -> None: ...
-
-
-def _cache_kwarg() -> str:
-    """The name of the KV-cache argument: `cache` (transformers ≥ 5.2x), else the older
-    `past_key_values`, which newer versions still accept but deprecate with a warning in
-    every run's stderr.log (and drop in 6.0)."""
-    from transformers.modeling_outputs import BaseModelOutputWithPast
-
-    return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-CACHE_KWARG = _cache_kwarg()
-
-
-def _cache_of(output) -> object:
-    """The KV cache of a model output, read under its current name (no deprecation warning)."""
-    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def pick_device(devices: str) -> torch.device:
@@ -278,30 +261,23 @@ class LocalBackend:
             sampled = sample_rows(self.model, prompt_ids, prompt_mask, max_new_tokens=max_tokens or t.max_tokens,
                                   eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id,
                                   temperature=temperature, top_p=t.top_p, want_entropy=self.want_entropy,
-                                  cache_kwarg=CACHE_KWARG, prefill=prefill)
+                                  prefill=prefill)
         completion = sampled.completion_ids
         is_eos = torch.isin(completion, torch.tensor(self.eos_ids, device=completion.device))
-        # Active through the first EOS (inclusive); everything after is padding.
+        # Active through the first EOS (inclusive); everything after is padding, with log-prob
+        # and entropy 0 (the loop never writes a row past its end).
         mask = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
-        logprobs = torch.where(mask, sampled.logprobs, torch.zeros_like(sampled.logprobs))
-        entropies = None
-        if sampled.entropies is not None:
-            entropies = torch.where(mask, sampled.entropies, torch.zeros_like(logprobs))
         texts = self.tokenizer.batch_decode(torch.where(mask, completion, self.tokenizer.pad_token_id),
                                             skip_special_tokens=True)
         group_ids = torch.arange(len(prompts), device=self.device).repeat_interleave(group_size)
-        return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, logprobs, entropies,
-                        texts, rows, group_ids, ~is_eos.any(dim=1))
+        return Rollouts(prompt_ids, prompt_mask.bool(), completion, mask, sampled.logprobs,
+                        sampled.entropies, texts, rows, group_ids, ~is_eos.any(dim=1))
 
     def _shared_prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):
         """KV cache of every prompt but its last token, computed once per group and repeated:
-        `generate` then feeds only the last prompt token of each row."""
+        the sampling loop then feeds only the last prompt token of each row."""
         first = torch.arange(0, prompt_ids.shape[0], group_size, device=prompt_ids.device)
-        ids, mask = prompt_ids[first, :-1], prompt_mask[first, :-1]
-        position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                         logits_to_keep=1)
-        cache = _cache_of(out)
+        cache = prompt_cache(self.model, prompt_ids[first], prompt_mask[first])
         cache.batch_repeat_interleave(group_size)
         return cache
 
@@ -331,7 +307,7 @@ class LocalBackend:
                 first = torch.cumsum(counts, 0) - counts
                 prompt_out = inner(input_ids=p_ids[first], attention_mask=p_mask[first],
                                    position_ids=position_ids[first, :p], use_cache=True)
-                cache = _cache_of(prompt_out)
+                cache = cache_of(prompt_out)
                 repeats = int(counts[0])
                 cache.batch_repeat_interleave(repeats)
                 last_prompt = prompt_out.last_hidden_state[:, -1:].repeat_interleave(repeats, dim=0)

@@ -26,6 +26,32 @@ from dataclasses import dataclass
 import torch
 
 
+def _cache_kwarg() -> str:
+    """The name of the KV-cache argument: `cache` (transformers ≥ 5.2x), else the older
+    `past_key_values`, which newer versions still accept but deprecate with a warning in
+    every run's stderr.log (and drop in 6.0)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+CACHE_KWARG = _cache_kwarg()
+
+
+def cache_of(output) -> object:
+    """The KV cache of a model output, read under its current name (no deprecation warning)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+def prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """KV cache of every left-padded prompt row but its last token (which the sampling loop
+    feeds first), positions counted over real tokens only."""
+    head_mask = prompt_mask[:, :-1].long()
+    out = model(input_ids=prompt_ids[:, :-1], attention_mask=head_mask,
+                position_ids=(head_mask.cumsum(dim=1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+    return cache_of(out)
+
+
 @dataclass
 class Sampled:
     completion_ids: torch.Tensor   # [N, T] T = steps taken; pad after a row's EOS
@@ -57,7 +83,7 @@ def pick_next(logits: torch.Tensor, temperature: float, top_p: float, want_entro
 @torch.no_grad()
 def sample_rows(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                 eos_ids: list[int], pad_id: int, temperature: float, top_p: float,
-                want_entropy: bool, cache_kwarg: str, prefill=None) -> Sampled:
+                want_entropy: bool, prefill=None) -> Sampled:
     """Sample up to `max_new_tokens` after each left-padded prompt row.
 
     `prefill`, when given, is the KV cache of `prompt_ids[:, :-1]` for every row (e.g. one
@@ -72,19 +98,15 @@ def sample_rows(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, m
     positions = (attention.sum(dim=1) - 1).clamp(min=0)  # of each row's last prompt token
     cache = prefill
     if cache is None and prompt_ids.shape[1] > 1:
-        head_mask = attention[:, :-1]
-        out = model(input_ids=prompt_ids[:, :-1], attention_mask=head_mask,
-                    position_ids=(head_mask.cumsum(dim=1) - 1).clamp(min=0), use_cache=True,
-                    logits_to_keep=1)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = prompt_cache(model, prompt_ids, prompt_mask)
     last = prompt_ids[:, -1:]
     running = torch.arange(n, device=device)  # original row of each row still in the batch
     steps = 0
     for step in range(max_new_tokens):
-        kwargs = {cache_kwarg: cache} if cache is not None else {}
+        kwargs = {CACHE_KWARG: cache} if cache is not None else {}
         out = model(input_ids=last, attention_mask=attention, position_ids=positions.unsqueeze(1),
                     use_cache=True, **kwargs)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = cache_of(out)
         token, token_logp, entropy = pick_next(out["logits"][:, -1], temperature, top_p, want_entropy)
         completion[running, step] = token
         logprobs[running, step] = token_logp
