@@ -18,7 +18,7 @@ from test_sup_helpers import (
     wait_until,
 )
 from test_sup_helpers import write_campaign as _write_campaign
-from waits import ceiling
+from waits import ceiling, palette_offers
 
 from retrain_tui.app import RetrainApp
 from retrain_tui.screens.monitor import MonitorScreen
@@ -49,10 +49,7 @@ def test_palette_continues_a_stopped_campaign(tmp_path, monkeypatch):
             while not (isinstance(app.screen, MonitorScreen) and app.screen.finished):
                 assert asyncio.get_running_loop().time() < deadline, "monitor never ready"
                 await pilot.pause(0.05)
-            await pilot.press("ctrl+p")
-            await pilot.pause(0.3)
-            await pilot.press(*"Continue killed runs")
-            await pilot.pause(0.5)
+            await palette_offers(pilot, "Continue killed runs")
             await pilot.press("enter")
             deadline = asyncio.get_running_loop().time() + ceiling(30)
             while state(root)["runs"][run]["attempt"] < 2:

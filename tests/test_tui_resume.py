@@ -15,6 +15,7 @@ import psutil
 import pytest
 import test_tui_live as live
 from test_sup_helpers import procs  # noqa: F401  (fixture: kills leftovers at teardown)
+from waits import palette_offers
 
 from retrain_tui.app import RetrainApp
 from retrain_tui.dialogs.confirm import ConfirmDialog
@@ -93,11 +94,7 @@ async def test_resume_offer_and_palette_after_supervisor_killed(
             kill_supervisor(directory)
             await live.wait_for(pilot, lambda: not monitor.snapshot.alive, 10)
             assert isinstance(app.screen, MonitorScreen)  # no second offer
-            await pilot.press("ctrl+p")
-            await live.wait_for(pilot, lambda: type(app.screen).__name__
-                                == "CommandPalette", 5)
-            await pilot.press(*"Resume supervisor")
-            await pilot.pause(0.5)
+            await palette_offers(pilot, "Resume supervisor")
             await pilot.press("enter")
             await wait_new_supervisor(pilot, directory, second)
             await live.wait_for(pilot, lambda: monitor.snapshot.alive, 10)

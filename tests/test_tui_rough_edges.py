@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from textual.binding import Binding
-from textual.command import CommandList
 from textual.widgets import DataTable, TabbedContent, TextArea
+from waits import palette_offers
 
 import retrain_tui
 from retrain_core.plan import CPU_PRESET_S, detect_preset
@@ -86,12 +86,7 @@ async def test_palette_lists_every_action_once(demo_copy: Path, tmp_path: Path) 
             assert name in titles
         assert {a.name for a in screen_actions(screen)} <= set(titles)
         # the palette runs them: Save writes the file
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"Save")
-        results = app.screen.query_one(CommandList)
-        await wait_until(pilot, lambda: results.highlighted is not None and "Save" in str(
-            results.get_option_at_index(results.highlighted).prompt))
+        await palette_offers(pilot, "Save")
         screen.document.set("max_retries", 3)
         await pilot.press("enter")
         await wait_until(pilot, lambda: "max_retries = 3" in demo_copy.read_text())

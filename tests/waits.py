@@ -39,3 +39,21 @@ async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "") -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {limit:.0f} s waiting for {what or predicate}")
         await pilot.pause(0.05)
+
+
+async def palette_offers(pilot, title: str, timeout: float = 10.0) -> None:
+    """Open the command palette, type `title` and wait until the highlighted command is it:
+    the palette searches in the background, and an enter pressed before then runs nothing."""
+    from textual.command import CommandList
+
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "CommandPalette", timeout,
+                   what="the command palette")
+    await pilot.press(*title)
+
+    def offered() -> bool:
+        results = pilot.app.screen.query_one(CommandList)
+        return results.highlighted is not None and title in str(
+            results.get_option_at_index(results.highlighted).prompt)
+
+    await wait_for(pilot, offered, timeout, what=f"the palette to offer {title!r}")
