@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from waits import wait_for
+from waits import edit_field, wait_for
 
 from retrain_core.plan import detect_preset
 from retrain_tui.app import RetrainApp
@@ -31,6 +31,9 @@ def make_app(path: Path, tmp_path: Path) -> RetrainApp:
 
 
 async def set_input(pilot, selector: str, text: str) -> None:
+    if selector.startswith("#field-"):
+        await edit_field(pilot, selector.removeprefix("#field-"), text)
+        return
     widget = pilot.app.screen.query_one(selector)
     widget.focus()
     widget.value = text

@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from waits import wait_for, wait_until
+from waits import edit_field, wait_for, wait_until
 
 from retrain_core.config import config_to_toml, load_campaign
 from retrain_tui.app import RetrainApp
@@ -340,7 +340,7 @@ async def test_errors_become_notifications(tmp_path: Path) -> None:
     blocker.write_text("")
     app = RetrainApp(blocker / "demo.toml", logs_dir=tmp_path / "logs")
     async with app.run_test(size=SIZE) as pilot:
-        app.screen.query_one("#field-max_steps").value = "5"
+        await edit_field(pilot, "max_steps", "5")
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.is_running and app.screen.document.dirty

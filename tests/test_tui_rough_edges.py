@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from textual.binding import Binding
 from textual.widgets import DataTable, TabbedContent, TextArea
-from waits import palette_offers
+from waits import edit_field, palette_offers
 
 import retrain_tui
 from retrain_core.plan import CPU_PRESET_S, detect_preset
@@ -149,13 +149,10 @@ async def test_save_keeps_the_users_layout(demo_copy: Path, tmp_path: Path) -> N
     app = editor_app(demo_copy, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
-        field = screen.query_one("#field-max_steps")
-        field.focus()
-        field.value = ""  # cleared: the key leaves the table ...
-        await pilot.pause()
+        await edit_field(pilot, "max_steps", "")  # cleared: the key leaves the table ...
         assert "max_steps" not in screen.document.full_text().split("conditions")[0]
         await pilot.press("4", "0")  # ... and typed again: back at its place
-        await pilot.pause()
+        await wait_until(pilot, lambda: screen.document.get("max_steps") == 40)
         # edit condition 5 in the dialog: only its transform changes
         table = screen.query_one("#condition-table")
         table.focus()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from waits import wait_for
+from waits import edit_field, wait_for
 
 from retrain_tui.app import RetrainApp
 from tests.support.campaigns import FIXED_TIME, demo_workdir
@@ -69,9 +69,7 @@ def test_editor_base_toml_with_problem_100x30(workdir, snap_compare) -> None:
     async def run_before(pilot) -> None:
         await settle(pilot)
         screen = pilot.app.screen
-        screen.query_one("#field-max_steps").value = "ten"
-        await wait_for(pilot, lambda: any(p.key == "campaign.max_steps" for p in screen.problems), 30,
-                       what="the live validation of max_steps")
+        await edit_field(pilot, "max_steps", "ten")
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: screen.query_one("#editor-tabs").active == "tab-base", 30,
                        what="the Base TOML tab")

@@ -57,3 +57,18 @@ async def palette_offers(pilot, title: str, timeout: float = 10.0) -> None:
             results.get_option_at_index(results.highlighted).prompt)
 
     await wait_for(pilot, offered, timeout, what=f"the palette to offer {title!r}")
+
+
+async def edit_field(pilot, key: str, text: str) -> None:
+    """Type `text` into the editor's `[campaign]` field `key` and wait until the editor has
+    taken the value into its document (and so validated it): a few message hops, slow on a
+    loaded box."""
+    from retrain_tui.widgets.campaign_fields import parse_value
+
+    screen = pilot.app.screen
+    widget = screen.query_one(f"#field-{key}")
+    widget.focus()
+    widget.value = text
+    value = parse_value(text)
+    await wait_for(pilot, lambda: screen.document.get(key) == value, 30,
+                   what=f"the editor to take {key} = {text!r}")
